@@ -1,0 +1,26 @@
+"""Reads about agents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q
+
+from agents.models import LIVE_AGENT_STATUSES, Agent
+from project.dbclock import age_of, now_minus
+
+
+def agents_overview(*, stopped_within_seconds: float = 3600) -> list[dict[str, Any]]:
+    """Live agents plus those that stopped recently, with heartbeat age from the DB clock."""
+    rows = (
+        Agent.objects.filter(Q(status__in=LIVE_AGENT_STATUSES) | Q(stopped_at__gte=now_minus(stopped_within_seconds)))
+        .annotate(heartbeat_age=age_of("last_heartbeat_at"))
+        .order_by("name", "-id")
+        .values("id", "name", "status", "pid", "hostname", "queues", "concurrency", "capabilities", "heartbeat_age")
+    )
+    result = []
+    for row in rows:
+        age = row.pop("heartbeat_age")
+        row["heartbeat_age_seconds"] = round(age.total_seconds(), 1)
+        result.append(row)
+    return result

@@ -1,0 +1,31 @@
+"""The database's clock. Every "older than" and every lease uses it, never a worker's clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from django.db import connection
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F
+from django.db.models.functions import Now
+
+
+def now_plus(seconds: float) -> ExpressionWrapper:
+    return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def now_minus(seconds: float) -> ExpressionWrapper:
+    return now_plus(-seconds)
+
+
+def age_of(field: str) -> ExpressionWrapper:
+    """Now() minus a datetime column, as a duration."""
+    return ExpressionWrapper(Now() - F(field), output_field=DurationField())
+
+
+def db_now() -> datetime:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT statement_timestamp()")
+            return cursor.fetchone()[0]
+        cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+        return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=timezone.utc)

@@ -1,0 +1,104 @@
+from django.contrib import admin, messages
+
+from scheduling.models import Attempt, WorkItem, WorkItemEvent, WorkType
+from scheduling.services import work_item_cancel, work_item_requeue, work_item_retry
+
+
+def run_action(modeladmin, request, queryset, service, verb: str) -> None:
+    """Call a service per selected item and report 'N done, M already handled'."""
+    done = handled = 0
+    for pk in queryset.values_list("pk", flat=True):
+        if service(work_item_id=pk, actor=f"user:{request.user.get_username()}", reason=f"{verb} from admin"):
+            done += 1
+        else:
+            handled += 1
+    level = messages.SUCCESS if done else messages.WARNING
+    modeladmin.message_user(request, f"{verb}: {done} done, {handled} already handled or not allowed", level)
+
+
+@admin.register(WorkType)
+class WorkTypeAdmin(admin.ModelAdmin):
+    list_display = ["name", "queue", "priority", "max_attempts", "budget_seconds", "paused", "in_code"]
+    list_filter = ["queue", "paused", "in_code"]
+    list_editable = ["paused"]
+    readonly_fields = ["name", "queue", "description", "payload_schema", "capabilities", "in_code", "updated_at"]
+
+
+class AttemptInline(admin.TabularInline):
+    model = Attempt
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["number", "agent", "worker_pid", "started_at", "finished_at", "outcome", "cost",
+                                "late_outcome", "error"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class EventInline(admin.TabularInline):
+    model = WorkItemEvent
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["at", "kind", "attempt", "from_status", "to_status", "actor", "reason"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WorkItem)
+class WorkItemAdmin(admin.ModelAdmin):
+    list_display = ["id", "work_type", "status", "priority", "attempt", "queue", "agent", "progress",
+                    "created_at", "finished_at"]
+    list_filter = ["status", "work_type", "queue"]
+    search_fields = ["id"]
+    list_select_related = ["work_type", "agent"]
+    date_hierarchy = "created_at"
+    actions = ["retry", "cancel", "requeue"]
+    inlines = [AttemptInline, EventInline]
+    # State belongs to the services: nothing that a transition owns is editable here.
+    readonly_fields = [
+        "work_type", "queue", "payload", "result", "status", "blocked_reason", "attempt", "max_attempts",
+        "requeue_count", "agent", "lease_expires_at", "heartbeat_at", "progress", "progress_message", "progress_at",
+        "cost_total", "error", "submitted_by", "created_at", "updated_at", "dispatched_at", "started_at",
+        "finished_at", "not_before", "complete_by", "priority",
+    ]
+
+    def has_add_permission(self, request):
+        return False  # submit through the forms, API or `manage.py submit`, which validate payloads
+
+    @admin.action(description="Retry now (items waiting to retry)", permissions=["change"])
+    def retry(self, request, queryset):
+        run_action(self, request, queryset, work_item_retry, "retry")
+
+    @admin.action(description="Cancel", permissions=["change"])
+    def cancel(self, request, queryset):
+        run_action(self, request, queryset, work_item_cancel, "cancel")
+
+    @admin.action(description="Requeue (dead or cancelled items get a new attempt)", permissions=["change"])
+    def requeue(self, request, queryset):
+        run_action(self, request, queryset, work_item_requeue, "requeue")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Attempt)
+class AttemptAdmin(ReadOnlyAdmin):
+    list_display = ["work_item", "number", "agent", "outcome", "late_outcome", "started_at", "finished_at", "cost"]
+    list_filter = ["outcome"]
+    list_select_related = ["work_item", "agent"]
+
+
+@admin.register(WorkItemEvent)
+class WorkItemEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "work_item", "kind", "attempt", "from_status", "to_status", "actor", "reason"]
+    list_filter = ["kind", "to_status"]
+    list_select_related = ["work_item"]

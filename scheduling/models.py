@@ -1,0 +1,216 @@
+"""Work types, work items, attempts and the event log, with the one transitions table."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class WorkItemStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    RETRY_WAIT = "retry_wait", "Waiting to retry"
+    SUCCEEDED = "succeeded", "Succeeded"
+    DEAD = "dead", "Dead (dead letter)"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+S = WorkItemStatus
+TERMINAL_STATUSES: frozenset[str] = frozenset({S.SUCCEEDED, S.DEAD, S.CANCELLED})
+NON_TERMINAL_STATUSES: frozenset[str] = frozenset(set(S.values) - TERMINAL_STATUSES)
+IN_FLIGHT_STATUSES: frozenset[str] = frozenset({S.QUEUED, S.RUNNING})
+
+# The one allowed-transitions table (DESIGN.md §3). Services check every
+# transition against it; the admin, forms and tests read it.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.PENDING: frozenset({S.QUEUED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.DEAD}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.RETRY_WAIT, S.DEAD, S.CANCELLED}),
+    S.RETRY_WAIT: frozenset({S.PENDING, S.CANCELLED}),
+    # Terminal states are absorbing, except an operator's audited requeue.
+    S.SUCCEEDED: frozenset(),
+    S.DEAD: frozenset({S.PENDING}),
+    S.CANCELLED: frozenset({S.PENDING}),
+}
+
+
+def transition_allowed(from_status: str, to_status: str) -> bool:
+    return to_status in ALLOWED_TRANSITIONS.get(from_status, frozenset())
+
+
+def statuses_from(to_status: str) -> list[str]:
+    """Every status that may move to `to_status`."""
+    return [status for status, targets in ALLOWED_TRANSITIONS.items() if to_status in targets]
+
+
+class WorkType(models.Model):
+    """DB mirror of a @work_type declared in code; operators tune the tunables."""
+
+    name = models.CharField(primary_key=True, max_length=100, help_text="Dotted name used to submit work.")
+    queue = models.CharField(max_length=50, help_text="Named queue from scheduling.routing (set in code).")
+    description = models.TextField(blank=True, help_text="What the handler does (from code).")
+    payload_schema = models.JSONField(default=dict, help_text="JSON Schema that payloads must satisfy (from code).")
+    capabilities = models.JSONField(default=list, help_text="Capabilities an agent needs (from code).")
+    priority = models.PositiveSmallIntegerField(default=5, help_text="Default priority 0-9 for new items (9 first).")
+    max_attempts = models.PositiveSmallIntegerField(default=3, help_text="Attempts before an item is dead-lettered.")
+    budget_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Run time allowed per attempt; the handler gets a soft time limit."
+    )
+    paused = models.BooleanField(default=False, help_text="Paused work types keep new items pending.")
+    in_code = models.BooleanField(default=True, help_text="False when the code no longer declares this type.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(priority__lte=9), name="work_type_priority_0_9"),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="work_type_max_attempts_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WorkItem(models.Model):
+    work_type = models.ForeignKey(WorkType, on_delete=models.PROTECT, related_name="items")
+    queue = models.CharField(max_length=50, help_text="Queue this item routes to (from the routing table).")
+    payload = models.JSONField(default=dict)
+    result = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=WorkItemStatus.choices, default=S.PENDING)
+    blocked_reason = models.CharField(max_length=40, blank=True, help_text="Why a pending item waits.")
+    priority = models.PositiveSmallIntegerField(default=5, help_text="0-9, higher runs first.")
+    attempt = models.PositiveIntegerField(default=0, help_text="Number of the latest dispatched attempt.")
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    requeue_count = models.PositiveSmallIntegerField(default=0, help_text="Operator requeues; each grants one attempt.")
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Do not dispatch before this time.")
+    complete_by = models.DateTimeField(null=True, blank=True, help_text="Deadline.")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="work_items"
+    )
+    agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="work_items",
+        help_text="Agent holding the current attempt.",
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last lease renewal by the running attempt.")
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
+    cost_total = models.FloatField(default=0.0, help_text="Cost charged by handlers, summed across attempts.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="Last publish of the current attempt.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=S.values), name="work_item_status_valid"),
+            models.CheckConstraint(condition=Q(priority__lte=9), name="work_item_priority_0_9"),
+            models.CheckConstraint(
+                condition=~Q(status=S.RUNNING) | (Q(agent__isnull=False) & Q(lease_expires_at__isnull=False)),
+                name="work_item_running_has_lease",
+            ),
+            models.CheckConstraint(
+                condition=Q(attempt__lte=models.F("max_attempts") + models.F("requeue_count")),
+                name="work_item_attempts_within_limit",
+            ),
+        ]
+        indexes = [
+            # Release scan: next pending items of a queue in priority order.
+            models.Index(fields=["queue", "status", "-priority", "id"], name="work_item_release_idx"),
+            # Supervisor scans touch only live rows, so they stay cheap as history grows.
+            models.Index(
+                fields=["lease_expires_at"], name="work_item_running_lease_idx", condition=Q(status=S.RUNNING)
+            ),
+            models.Index(fields=["dispatched_at"], name="work_item_queued_idx", condition=Q(status=S.QUEUED)),
+            models.Index(fields=["not_before"], name="work_item_retry_due_idx", condition=Q(status=S.RETRY_WAIT)),
+            models.Index(fields=["status", "work_type"], name="work_item_status_type_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.work_type_id} ({self.status})"
+
+    @property
+    def celery_task_id(self) -> str:
+        return celery_task_id(self.pk, self.attempt)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def celery_task_id(work_item_id: int, attempt: int) -> str:
+    # Deterministic per attempt, so a revoke reaches every copy the outbox published.
+    return f"wi-{work_item_id}-a{attempt}"
+
+
+class AttemptOutcome(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    LOST = "lost", "Lost (agent or process died)"
+    TIMED_OUT = "timed_out", "Lease expired"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Attempt(models.Model):
+    work_item = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="attempts")
+    celery_task_id = models.CharField(max_length=100, blank=True)
+    worker_pid = models.PositiveIntegerField(null=True, blank=True, help_text="Pool process that ran the handler.")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices, default=AttemptOutcome.RUNNING)
+    error = models.TextField(blank=True)
+    cost = models.FloatField(default=0.0)
+    late_outcome = models.CharField(
+        max_length=20, blank=True, help_text="What this attempt reported after it had been superseded (rejected)."
+    )
+
+    class Meta:
+        ordering = ["work_item_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["work_item", "number"], name="attempt_unique_number"),
+            models.CheckConstraint(condition=Q(outcome__in=AttemptOutcome.values), name="attempt_outcome_valid"),
+            # I2: at most one committed completion per item.
+            models.UniqueConstraint(
+                fields=["work_item"], condition=Q(outcome=AttemptOutcome.SUCCEEDED), name="attempt_one_success"
+            ),
+            # I4: at most one live attempt per item.
+            models.UniqueConstraint(
+                fields=["work_item"], condition=Q(outcome=AttemptOutcome.RUNNING), name="attempt_one_running"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.work_item_id} attempt {self.number} ({self.outcome})"
+
+
+class EventKind(models.TextChoices):
+    TRANSITION = "transition", "Transition"
+    FINISH_REJECTED = "finish_rejected", "Late finish rejected"
+    REDISPATCHED = "redispatched", "Published again"
+
+
+class WorkItemEvent(models.Model):
+    work_item = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20, choices=EventKind.choices, default=EventKind.TRANSITION)
+    attempt = models.PositiveIntegerField()
+    from_status = models.CharField(max_length=20, choices=WorkItemStatus.choices)
+    to_status = models.CharField(max_length=20, choices=WorkItemStatus.choices)
+    actor = models.CharField(max_length=150, help_text="scheduler, agent:<name>, supervisor, user:<name>.")
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["work_item_id", "id"]
+        indexes = [models.Index(fields=["work_item", "id"], name="work_item_event_item_idx")]
+
+    def __str__(self) -> str:
+        return f"#{self.work_item_id} {self.from_status}->{self.to_status} ({self.kind})"

@@ -1,0 +1,27 @@
+"""Reads about supervision for status, admin and dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from project.dbclock import age_of
+from supervision.models import SupervisorRun
+
+
+def supervisor_last_run() -> dict[str, Any] | None:
+    """The latest SupervisorRun with its age (DB clock) and whether it is overdue
+    (older than three intervals)."""
+    row = (
+        SupervisorRun.objects.annotate(age=age_of("started_at"))
+        .values("id", "started_at", "finished_at", "findings", "actions", "released", "error", "age")
+        .first()
+    )
+    if row is None:
+        return None
+    age = row.pop("age").total_seconds()
+    row["age_seconds"] = round(age, 1)
+    row["silent"] = age > 3 * settings.SUPERVISOR_INTERVAL_SECONDS
+    row["error"] = bool(row["error"])
+    return row
