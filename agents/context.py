@@ -71,8 +71,9 @@ class LeaseKeeper(threading.Thread):
         try:
             while not self._stop_event.wait(settings.WORK_ITEM_LEASE_RENEW_SECONDS):
                 try:
-                    held = scheduling.work_item_lease_renew(work_item_id=self.ctx.work_item_id,
-                                                            attempt=self.ctx.attempt)
+                    held = scheduling.work_item_lease_renew(
+                        work_item_id=self.ctx.work_item_id, attempt=self.ctx.attempt
+                    )
                 except Exception:
                     # A DB blip must not kill the keeper; the lease has slack for a few misses.
                     self.ctx.logger.warning("lease renewal failed", exc_info=True)

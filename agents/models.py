@@ -35,8 +35,11 @@ class Agent(models.Model):
             models.CheckConstraint(condition=Q(status__in=AgentStatus.values), name="agent_status_valid"),
         ]
         indexes = [
-            models.Index(fields=["last_heartbeat_at"], name="agent_live_heartbeat_idx",
-                         condition=Q(status__in=["online", "draining"])),
+            models.Index(
+                fields=["last_heartbeat_at"],
+                name="agent_live_heartbeat_idx",
+                condition=Q(status__in=["online", "draining"]),
+            ),
         ]
 
     def __str__(self) -> str:

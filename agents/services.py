@@ -39,8 +39,15 @@ def agent_register(
     that row, which the health monitor marks lost when its heartbeat stops."""
     global _current_agent
     _current_agent = Agent.objects.create(
-        name=name, hostname=hostname, pid=pid, queues=queues, concurrency=concurrency,
-        capabilities=capabilities, version=version, status=AgentStatus.ONLINE, last_heartbeat_at=Now(),
+        name=name,
+        hostname=hostname,
+        pid=pid,
+        queues=queues,
+        concurrency=concurrency,
+        capabilities=capabilities,
+        version=version,
+        status=AgentStatus.ONLINE,
+        last_heartbeat_at=Now(),
     )
     _current_agent.refresh_from_db()
     logger.info("registered agent %s (id %s) for queues %s", name, _current_agent.pk, ",".join(queues))
@@ -55,9 +62,7 @@ def agent_heartbeat(*, agent_id: int) -> bool:
     ):
         logger.warning("agent %s was declared lost and is beating again", agent_id)
         return True
-    return bool(
-        Agent.objects.filter(pk=agent_id, status__in=LIVE_AGENT_STATUSES).update(last_heartbeat_at=Now())
-    )
+    return bool(Agent.objects.filter(pk=agent_id, status__in=LIVE_AGENT_STATUSES).update(last_heartbeat_at=Now()))
 
 
 def agent_mark_draining(*, agent_id: int) -> bool:
@@ -102,14 +107,18 @@ def _lost_pool_process_recover(*, agent: Agent, work_item_id: int, attempt: int)
     ).exists()
     if not held:
         return False
-    worker_pid = Attempt.objects.filter(work_item_id=work_item_id, number=attempt).values_list(
-        "worker_pid", flat=True
-    ).first()
+    worker_pid = (
+        Attempt.objects.filter(work_item_id=work_item_id, number=attempt).values_list("worker_pid", flat=True).first()
+    )
     if worker_pid == os.getpid() or _pid_alive(worker_pid):
         return False
     status = scheduling.work_item_fail(
-        work_item_id=work_item_id, attempt=attempt, actor=f"agent:{agent.name}", outcome=AttemptOutcome.LOST,
-        error=f"pool process {worker_pid} died while running attempt {attempt}", retry_delay=0,
+        work_item_id=work_item_id,
+        attempt=attempt,
+        actor=f"agent:{agent.name}",
+        outcome=AttemptOutcome.LOST,
+        error=f"pool process {worker_pid} died while running attempt {attempt}",
+        retry_delay=0,
     )
     logger.warning("item %s attempt %s: pool process %s died -> %s", work_item_id, attempt, worker_pid, status)
     return status is not None
@@ -127,8 +136,12 @@ def work_item_execute(*, work_item_id: Any, attempt: Any, task_id: str) -> str:
     agent = current_agent()
     actor = f"agent:{agent.name}"
     claimed = scheduling.work_item_claim(
-        work_item_id=work_item_id, attempt=attempt, agent_id=agent.pk, agent_name=agent.name,
-        worker_pid=os.getpid(), task_id=task_id,
+        work_item_id=work_item_id,
+        attempt=attempt,
+        agent_id=agent.pk,
+        agent_name=agent.name,
+        worker_pid=os.getpid(),
+        task_id=task_id,
     )
     if not claimed:
         _lost_pool_process_recover(agent=agent, work_item_id=work_item_id, attempt=attempt)
@@ -151,16 +164,18 @@ def _run_and_finish(*, ctx: HandlerContext, actor: str, work_type: str, payload:
         spec = registry.work_type_spec(work_type)
         result = spec.handler(ctx, payload)
     except ValidationError as error:
-        status = scheduling.work_item_fail(**ids, actor=actor, error=f"this agent cannot run it: {error}",
-                                           retryable=False)
+        status = scheduling.work_item_fail(
+            **ids, actor=actor, error=f"this agent cannot run it: {error}", retryable=False
+        )
     except Cancelled:
         late_outcome = "stopped"
         status = scheduling.work_item_fail(**ids, actor=actor, error="handler raised Cancelled while holding the item")
     except PermanentError as error:
         status = scheduling.work_item_fail(**ids, actor=actor, error=f"PermanentError: {error}", retryable=False)
     except SoftTimeLimitExceeded:
-        status = scheduling.work_item_fail(**ids, actor=actor, error="budget_exceeded: soft time limit reached",
-                                           retryable=False)
+        status = scheduling.work_item_fail(
+            **ids, actor=actor, error="budget_exceeded: soft time limit reached", retryable=False
+        )
     except Exception as error:  # any other error retries while attempts remain (DESIGN.md §5)
         text = "".join(traceback.format_exception(error))
         status = scheduling.work_item_fail(**ids, actor=actor, error=f"{type(error).__name__}: {error}\n{text}")
@@ -168,8 +183,9 @@ def _run_and_finish(*, ctx: HandlerContext, actor: str, work_type: str, payload:
         try:
             json.dumps(result)
         except (TypeError, ValueError) as error:
-            status = scheduling.work_item_fail(**ids, actor=actor, retryable=False,
-                                               error=f"handler returned a result that is not JSON: {error}")
+            status = scheduling.work_item_fail(
+                **ids, actor=actor, retryable=False, error=f"handler returned a result that is not JSON: {error}"
+            )
         else:
             late_outcome = "succeeded"
             won = scheduling.work_item_succeed(**ids, actor=actor, result=result)

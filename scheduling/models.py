@@ -90,7 +90,11 @@ class WorkItem(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="work_items"
     )
     agent = models.ForeignKey(
-        "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="work_items",
+        "agents.Agent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="work_items",
         help_text="Agent holding the current attempt.",
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True)

@@ -238,8 +238,14 @@ def _retries_promote_due(limit: int = 1000) -> int:
             status=S.PENDING, not_before=None, updated_at=Now()
         )
         WorkItemEvent.objects.bulk_create(
-            WorkItemEvent(work_item_id=pk, attempt=attempt, from_status=S.RETRY_WAIT, to_status=S.PENDING,
-                          actor=SCHEDULER, reason="retry due")
+            WorkItemEvent(
+                work_item_id=pk,
+                attempt=attempt,
+                from_status=S.RETRY_WAIT,
+                to_status=S.PENDING,
+                actor=SCHEDULER,
+                reason="retry due",
+            )
             for pk, attempt in due
         )
     return len(due)
@@ -269,8 +275,14 @@ def _queue_release(queue: str) -> int:
             .values_list("id", "attempt", "work_type__budget_seconds")
         )
         WorkItemEvent.objects.bulk_create(
-            WorkItemEvent(work_item_id=pk, attempt=attempt, from_status=S.PENDING, to_status=S.QUEUED,
-                          actor=SCHEDULER, reason=f"released into queue {queue}")
+            WorkItemEvent(
+                work_item_id=pk,
+                attempt=attempt,
+                from_status=S.PENDING,
+                to_status=S.QUEUED,
+                actor=SCHEDULER,
+                reason=f"released into queue {queue}",
+            )
             for pk, attempt, _ in released
         )
         transaction.on_commit(lambda: _publish(queue=queue, messages=released))
@@ -309,11 +321,18 @@ def work_item_redispatch(*, work_item_id: int, attempt: int, actor: str, reason:
         if not won:
             return False
         row = WorkItem.objects.values("queue", "work_type__budget_seconds").get(pk=work_item_id)
-        WorkItemEvent.objects.create(work_item_id=work_item_id, attempt=attempt, kind=EventKind.REDISPATCHED,
-                                     from_status=S.QUEUED, to_status=S.QUEUED, actor=actor, reason=reason)
-        transaction.on_commit(lambda: _publish(
-            queue=row["queue"], messages=[(work_item_id, attempt, row["work_type__budget_seconds"])]
-        ))
+        WorkItemEvent.objects.create(
+            work_item_id=work_item_id,
+            attempt=attempt,
+            kind=EventKind.REDISPATCHED,
+            from_status=S.QUEUED,
+            to_status=S.QUEUED,
+            actor=actor,
+            reason=reason,
+        )
+        transaction.on_commit(
+            lambda: _publish(queue=row["queue"], messages=[(work_item_id, attempt, row["work_type__budget_seconds"])])
+        )
     return True
 
 
@@ -346,8 +365,12 @@ def work_item_claim(
         if row is None:
             return False
         Attempt.objects.create(
-            work_item_id=work_item_id, number=attempt, agent_id=agent_id, celery_task_id=task_id,
-            worker_pid=worker_pid, started_at=Now(),
+            work_item_id=work_item_id,
+            number=attempt,
+            agent_id=agent_id,
+            celery_task_id=task_id,
+            worker_pid=worker_pid,
+            started_at=Now(),
         )
     return True
 
@@ -432,12 +455,18 @@ def work_item_fail(
     else:
         to_status = S.DEAD
         changes["finished_at"] = Now()
-        why = "not retryable" if not retryable else f"{attempt} of {row['max_attempts'] + row['requeue_count']} attempts used"
+        allowed = row["max_attempts"] + row["requeue_count"]
+        why = "not retryable" if not retryable else f"{attempt} of {allowed} attempts used"
         reason = f"attempt {attempt} {outcome}: {error.splitlines()[0] if error else ''}; dead-lettered ({why})"
     with transaction.atomic():
         won = _transition(
-            work_item_id=work_item_id, to_status=to_status, from_statuses=[S.RUNNING], attempt=attempt,
-            actor=actor, reason=reason, changes=changes,
+            work_item_id=work_item_id,
+            to_status=to_status,
+            from_statuses=[S.RUNNING],
+            attempt=attempt,
+            actor=actor,
+            reason=reason,
+            changes=changes,
         )
         if won is None:
             return None
@@ -454,9 +483,16 @@ def work_item_finish_rejected(*, work_item_id: int, attempt: int, actor: str, la
         return
     with transaction.atomic():
         WorkItemEvent.objects.create(
-            work_item_id=work_item_id, attempt=attempt, kind=EventKind.FINISH_REJECTED,
-            from_status=row["status"], to_status=row["status"], actor=actor,
-            reason=f"late {late_outcome} from attempt {attempt} rejected: item is {row['status']} at attempt {row['attempt']}",
+            work_item_id=work_item_id,
+            attempt=attempt,
+            kind=EventKind.FINISH_REJECTED,
+            from_status=row["status"],
+            to_status=row["status"],
+            actor=actor,
+            reason=(
+                f"late {late_outcome} from attempt {attempt} rejected: "
+                f"item is {row['status']} at attempt {row['attempt']}"
+            ),
         )
         Attempt.objects.filter(work_item_id=work_item_id, number=attempt).update(late_outcome=late_outcome)
 
@@ -469,17 +505,22 @@ def work_item_cancel(*, work_item_id: int, actor: str, reason: str = "cancelled"
     checks the DB, and a running attempt is revoked and sees ctx.cancelled."""
     with transaction.atomic():
         row = _transition(
-            work_item_id=work_item_id, to_status=S.CANCELLED, actor=actor, reason=reason,
+            work_item_id=work_item_id,
+            to_status=S.CANCELLED,
+            actor=actor,
+            reason=reason,
             changes={"finished_at": Now(), "lease_expires_at": None},
         )
         if row is None:
             return False
         if row["status"] == S.RUNNING:
-            _attempt_close(work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.CANCELLED,
-                           error=reason)
+            _attempt_close(
+                work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.CANCELLED, error=reason
+            )
         if row["status"] in IN_FLIGHT_STATUSES:
-            _revoke_after_commit(work_item_id=work_item_id, attempt=row["attempt"],
-                                 terminate=row["status"] == S.RUNNING)
+            _revoke_after_commit(
+                work_item_id=work_item_id, attempt=row["attempt"], terminate=row["status"] == S.RUNNING
+            )
             transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
     return True
 
@@ -488,14 +529,20 @@ def work_item_dead_letter(*, work_item_id: int, actor: str, reason: str, attempt
     """Give up on a queued or running item now, whatever attempts remain."""
     with transaction.atomic():
         row = _transition(
-            work_item_id=work_item_id, to_status=S.DEAD, from_statuses=[S.QUEUED, S.RUNNING], attempt=attempt,
-            actor=actor, reason=reason, changes={"finished_at": Now(), "lease_expires_at": None, "error": reason},
+            work_item_id=work_item_id,
+            to_status=S.DEAD,
+            from_statuses=[S.QUEUED, S.RUNNING],
+            attempt=attempt,
+            actor=actor,
+            reason=reason,
+            changes={"finished_at": Now(), "lease_expires_at": None, "error": reason},
         )
         if row is None:
             return False
         if row["status"] == S.RUNNING:
-            _attempt_close(work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.FAILED,
-                           error=reason)
+            _attempt_close(
+                work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.FAILED, error=reason
+            )
         _revoke_after_commit(work_item_id=work_item_id, attempt=row["attempt"], terminate=row["status"] == S.RUNNING)
         transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
     return True
@@ -505,8 +552,12 @@ def work_item_retry(*, work_item_id: int, actor: str, reason: str = "retry reque
     """Start the next attempt now: a retry_wait item skips the rest of its backoff."""
     with transaction.atomic():
         row = _transition(
-            work_item_id=work_item_id, to_status=S.PENDING, from_statuses=[S.RETRY_WAIT], actor=actor,
-            reason=reason, changes={"not_before": None},
+            work_item_id=work_item_id,
+            to_status=S.PENDING,
+            from_statuses=[S.RETRY_WAIT],
+            actor=actor,
+            reason=reason,
+            changes={"not_before": None},
         )
         if row is None:
             return False
@@ -518,10 +569,20 @@ def work_item_requeue(*, work_item_id: int, actor: str, reason: str = "requeued 
     """dead/cancelled -> pending with one more attempt granted (audited in the event log)."""
     with transaction.atomic():
         row = _transition(
-            work_item_id=work_item_id, to_status=S.PENDING, from_statuses=[S.DEAD, S.CANCELLED], actor=actor,
+            work_item_id=work_item_id,
+            to_status=S.PENDING,
+            from_statuses=[S.DEAD, S.CANCELLED],
+            actor=actor,
             reason=reason,
-            changes={"requeue_count": F("requeue_count") + 1, "not_before": None, "finished_at": None,
-                     "error": "", "result": None, "progress": 0.0, "progress_message": ""},
+            changes={
+                "requeue_count": F("requeue_count") + 1,
+                "not_before": None,
+                "finished_at": None,
+                "error": "",
+                "result": None,
+                "progress": 0.0,
+                "progress_message": "",
+            },
         )
         if row is None:
             return False

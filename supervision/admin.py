@@ -31,8 +31,11 @@ class SupervisorRunAdmin(ReadOnlyAdmin):
         last = supervisor_last_run()
         if last is None or last["silent"]:
             age = "never run" if last is None else f"last ran {last['age_seconds']}s ago"
-            messages.warning(request, f"The supervisor is silent ({age}; interval "
-                                      f"{settings.SUPERVISOR_INTERVAL_SECONDS:g}s). Is celery beat running?")
+            messages.warning(
+                request,
+                f"The supervisor is silent ({age}; interval "
+                f"{settings.SUPERVISOR_INTERVAL_SECONDS:g}s). Is celery beat running?",
+            )
         return super().changelist_view(request, extra_context)
 
 

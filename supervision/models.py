@@ -39,18 +39,21 @@ class Intervention(models.Model):
         ALREADY_HANDLED = "already_handled", "Already handled"
         FAILED = "failed", "Failed"
 
-    run = models.ForeignKey(SupervisorRun, null=True, blank=True, on_delete=models.SET_NULL,
-                            related_name="interventions")
+    run = models.ForeignKey(
+        SupervisorRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="interventions"
+    )
     monitor = models.CharField(max_length=20, choices=Monitor.choices)
     rule = models.CharField(max_length=60, help_text="Which rule fired, e.g. heartbeat_stale.")
     action = models.CharField(max_length=20, choices=Action.choices)
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
     evidence = models.JSONField(default=dict, help_text="What the monitor saw when it fired.")
-    work_item = models.ForeignKey("scheduling.WorkItem", null=True, blank=True, on_delete=models.CASCADE,
-                                  related_name="interventions")
+    work_item = models.ForeignKey(
+        "scheduling.WorkItem", null=True, blank=True, on_delete=models.CASCADE, related_name="interventions"
+    )
     attempt = models.PositiveIntegerField(null=True, blank=True)
-    agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="interventions")
+    agent = models.ForeignKey(
+        "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="interventions"
+    )
     actor = models.CharField(max_length=150, default="supervisor")
     at = models.DateTimeField(auto_now_add=True)
 

@@ -37,9 +37,15 @@ def agents_stale(*, older_than: float) -> list[Finding]:
     )
     return [
         Finding(
-            monitor="health", rule="heartbeat_stale", agent_id=row["id"],
-            evidence={"agent": row["name"], "pid": row["pid"], "heartbeat_age_s": _seconds(row["age"]),
-                      "dead_after_s": older_than},
+            monitor="health",
+            rule="heartbeat_stale",
+            agent_id=row["id"],
+            evidence={
+                "agent": row["name"],
+                "pid": row["pid"],
+                "heartbeat_age_s": _seconds(row["age"]),
+                "dead_after_s": older_than,
+            },
         )
         for row in rows
     ]
@@ -47,14 +53,17 @@ def agents_stale(*, older_than: float) -> list[Finding]:
 
 def work_items_orphaned() -> list[Finding]:
     """Running items whose agent is lost or went offline while holding them."""
-    rows = (
-        WorkItem.objects.filter(status=WorkItemStatus.RUNNING, agent__status__in=[AgentStatus.LOST, AgentStatus.OFFLINE])
-        .values("id", "attempt", "agent_id", "agent__name", "agent__status")[:SCAN_LIMIT]
-    )
+    rows = WorkItem.objects.filter(
+        status=WorkItemStatus.RUNNING, agent__status__in=[AgentStatus.LOST, AgentStatus.OFFLINE]
+    ).values("id", "attempt", "agent_id", "agent__name", "agent__status")[:SCAN_LIMIT]
     return [
         Finding(
-            monitor="health", rule="agent_lost", work_item_id=row["id"], attempt=row["attempt"],
-            agent_id=row["agent_id"], evidence={"agent": row["agent__name"], "agent_status": row["agent__status"]},
+            monitor="health",
+            rule="agent_lost",
+            work_item_id=row["id"],
+            attempt=row["attempt"],
+            agent_id=row["agent_id"],
+            evidence={"agent": row["agent__name"], "agent_status": row["agent__status"]},
         )
         for row in rows
     ]
@@ -71,10 +80,16 @@ def work_items_lease_expired() -> list[Finding]:
     )
     return [
         Finding(
-            monitor="lease", rule="lease_expired", work_item_id=row["id"], attempt=row["attempt"],
+            monitor="lease",
+            rule="lease_expired",
+            work_item_id=row["id"],
+            attempt=row["attempt"],
             agent_id=row["agent_id"],
-            evidence={"agent": row["agent__name"], "lease_overdue_s": _seconds(row["overdue"]),
-                      "item_heartbeat_age_s": _seconds(row["since_beat"])},
+            evidence={
+                "agent": row["agent__name"],
+                "lease_overdue_s": _seconds(row["overdue"]),
+                "item_heartbeat_age_s": _seconds(row["since_beat"]),
+            },
         )
         for row in rows
     ]
@@ -89,7 +104,10 @@ def work_items_unclaimed(*, older_than: float) -> list[Finding]:
     )
     return [
         Finding(
-            monitor="dispatch", rule="unclaimed", work_item_id=row["id"], attempt=row["attempt"],
+            monitor="dispatch",
+            rule="unclaimed",
+            work_item_id=row["id"],
+            attempt=row["attempt"],
             evidence={"queue": row["queue"], "unclaimed_s": _seconds(row["waiting"]), "redispatch_after_s": older_than},
         )
         for row in rows

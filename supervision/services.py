@@ -3,6 +3,7 @@ scheduler's services, leaving one Intervention row per action taken."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -41,10 +42,8 @@ def _hold_seconds() -> float:
 
 def supervisor_lease_try_acquire(*, holder: str) -> bool:
     """Take the leader lease if it is free. Exactly one caller wins per interval."""
-    try:
+    with contextlib.suppress(IntegrityError):  # a concurrent caller created it
         SupervisorLease.objects.get_or_create(name=LEASE_NAME, defaults={"expires_at": Now()})
-    except IntegrityError:
-        pass  # created by a concurrent caller
     return bool(
         SupervisorLease.objects.filter(name=LEASE_NAME, expires_at__lte=Now()).update(
             holder=holder, acquired_at=Now(), expires_at=now_plus(_hold_seconds())
@@ -108,8 +107,12 @@ def intervene(*, run: SupervisorRun | None, finding: monitors.Finding) -> bool:
     elif action in ("retry", "revoke_retry"):
         outcome = AttemptOutcome.LOST if action == "retry" else AttemptOutcome.TIMED_OUT
         status = scheduling.work_item_fail(
-            work_item_id=finding.work_item_id, attempt=finding.attempt, actor=ACTOR, outcome=outcome,
-            error=f"{decision.reason}: {finding.evidence}", retry_delay=decision.retry_delay,
+            work_item_id=finding.work_item_id,
+            attempt=finding.attempt,
+            actor=ACTOR,
+            outcome=outcome,
+            error=f"{decision.reason}: {finding.evidence}",
+            retry_delay=decision.retry_delay,
         )
         ok = status is not None
         if ok and action == "revoke_retry":
@@ -117,21 +120,42 @@ def intervene(*, run: SupervisorRun | None, finding: monitors.Finding) -> bool:
         action = Intervention.Action.DEAD_LETTER if status == WorkItemStatus.DEAD else Intervention.Action.RETRY
     elif action == "redispatch":
         ok = scheduling.work_item_redispatch(
-            work_item_id=finding.work_item_id, attempt=finding.attempt, actor=ACTOR,
+            work_item_id=finding.work_item_id,
+            attempt=finding.attempt,
+            actor=ACTOR,
             reason=f"unclaimed for {finding.evidence.get('unclaimed_s')}s",
         )
         action = Intervention.Action.REDISPATCH
     if not ok:
-        logger.info("%s/%s on item %s agent %s: already handled", finding.monitor, finding.rule,
-                    finding.work_item_id, finding.agent_id)
+        logger.info(
+            "%s/%s on item %s agent %s: already handled",
+            finding.monitor,
+            finding.rule,
+            finding.work_item_id,
+            finding.agent_id,
+        )
         return False
     Intervention.objects.create(
-        run=run, monitor=finding.monitor, rule=finding.rule, action=action, outcome=Intervention.Outcome.DONE,
-        evidence=finding.evidence, work_item_id=finding.work_item_id, attempt=finding.attempt,
-        agent_id=finding.agent_id, actor=ACTOR,
+        run=run,
+        monitor=finding.monitor,
+        rule=finding.rule,
+        action=action,
+        outcome=Intervention.Outcome.DONE,
+        evidence=finding.evidence,
+        work_item_id=finding.work_item_id,
+        attempt=finding.attempt,
+        agent_id=finding.agent_id,
+        actor=ACTOR,
     )
-    logger.info("%s/%s -> %s (item %s, agent %s) %s", finding.monitor, finding.rule, action,
-                finding.work_item_id, finding.agent_id, finding.evidence)
+    logger.info(
+        "%s/%s -> %s (item %s, agent %s) %s",
+        finding.monitor,
+        finding.rule,
+        action,
+        finding.work_item_id,
+        finding.agent_id,
+        finding.evidence,
+    )
     return True
 
 

@@ -1,7 +1,6 @@
 """Shared parsing for commands that take work item ids."""
 
-from django.core.management.base import CommandError
-
+from project.commands import BadInput
 from scheduling.models import WorkItem
 
 
@@ -12,9 +11,9 @@ def work_items_for_ids(raw_ids: list[str]) -> list[WorkItem]:
         try:
             ids.append(int(raw))
         except ValueError:
-            raise CommandError(f"not a work item id: {raw!r}") from None
+            raise BadInput(f"not a work item id: {raw!r}") from None
     found = WorkItem.objects.in_bulk(ids)
     missing = [str(pk) for pk in ids if pk not in found]
     if missing:
-        raise CommandError(f"no work item with id {', '.join(missing)}")
+        raise BadInput(f"no work item with id {', '.join(missing)}")
     return [found[pk] for pk in ids]

@@ -15,5 +15,7 @@ class Command(BaseCommand):
     def handle(self, *args, port, address, **options):
         username, password, _ = admin_credentials()
         auth = os.environ.get("FLOWER_BASIC_AUTH") or f"{username}:{password}"
-        os.execvp("celery", ["celery", "-A", "project", "flower", f"--address={address}", f"--port={port}",
-                             f"--basic-auth={auth}"])
+        os.execvp(
+            "celery",
+            ["celery", "-A", "project", "flower", f"--address={address}", f"--port={port}", f"--basic-auth={auth}"],
+        )

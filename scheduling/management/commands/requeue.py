@@ -1,5 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
+from project.commands import BadInput
 from scheduling.management.commands._ids import work_items_for_ids
 from scheduling.models import WorkItemStatus
 from scheduling.services import work_item_requeue
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         items = work_items_for_ids(ids)
         wrong = [f"#{item.pk} is {item.status}" for item in items if item.status not in REQUEUEABLE]
         if wrong:
-            raise CommandError(f"only dead or cancelled items can be requeued: {', '.join(wrong)}")
+            raise BadInput(f"only dead or cancelled items can be requeued: {', '.join(wrong)}")
         for item in items:
             if work_item_requeue(work_item_id=item.pk, actor="command:requeue", reason=reason):
                 self.stdout.write(f"requeued #{item.pk}")

@@ -36,14 +36,15 @@ class Command(BaseCommand):
         supervisor_schedule_ensure()
         username, password, generated = admin_credentials()
         User = get_user_model()
-        user, created = User.objects.get_or_create(username=username, defaults={"is_staff": True,
-                                                                                "is_superuser": True})
+        user, created = User.objects.get_or_create(username=username, defaults={"is_staff": True, "is_superuser": True})
         if created:
             user.set_password(password)
             user.save()
             self.stdout.write(f"created admin user {username!r}")
             if generated:
-                self.stdout.write(self.style.WARNING(
-                    f"admin password (shown once, kept in {settings.VAR_DIR / 'admin_password'}): {password}"
-                ))
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"admin password (shown once, kept in {settings.VAR_DIR / 'admin_password'}): {password}"
+                    )
+                )
         self.stdout.write("setup done")

@@ -1,7 +1,8 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
+from project.commands import BadInput
 from project.exceptions import ShepherdError
 from scheduling.services import work_items_submit
 
@@ -19,11 +20,11 @@ class Command(BaseCommand):
     def handle(self, *args, work_type, payload, priority, count, json: bool = False, **options):
         payload_value = _parse_json(payload)
         if not 1 <= count <= 1_000_000:
-            raise CommandError(f"--count must be between 1 and 1000000, not {count}")
+            raise BadInput(f"--count must be between 1 and 1000000, not {count}")
         try:
             items = work_items_submit(work_type=work_type, payloads=[payload_value] * count, priority=priority)
         except ShepherdError as error:
-            raise CommandError(str(error)) from None
+            raise BadInput(str(error)) from None
         ids = [item.pk for item in items]
         if json:
             self.stdout.write(_dumps(ids))
@@ -35,7 +36,7 @@ def _parse_json(text: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise CommandError(f"--payload is not valid JSON: {error}") from None
+        raise BadInput(f"--payload is not valid JSON: {error}") from None
 
 
 _dumps = json.dumps

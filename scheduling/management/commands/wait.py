@@ -2,6 +2,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from project.commands import BadInput
 from scheduling.selectors import work_item_counts, work_items_non_terminal_count
 
 
@@ -14,7 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, timeout, quiet=False, **options):
         if timeout <= 0:
-            raise CommandError("--timeout must be positive")
+            raise BadInput("--timeout must be positive")
         deadline = time.monotonic() + timeout
         last_report = 0.0
         while True:

@@ -20,8 +20,10 @@ class Command(BaseCommand):
             if run is None:
                 self.stdout.write("another supervisor kept the lease; nothing done")
             else:
-                self.stdout.write(f"run {run.pk}: {run.findings} findings, {run.actions} actions, "
-                                  f"{run.released} released{' (errored)' if run.error else ''}")
+                self.stdout.write(
+                    f"run {run.pk}: {run.findings} findings, {run.actions} actions, "
+                    f"{run.released} released{' (errored)' if run.error else ''}"
+                )
             return
         interval = settings.SUPERVISOR_INTERVAL_SECONDS
         self.stdout.write(f"supervising every {interval:g}s")

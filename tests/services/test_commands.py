@@ -1,0 +1,76 @@
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from scheduling.models import WorkItem
+from tests.factories import agent_create, item_running
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args):
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_submit_prints_ids_as_json():
+    ids = json.loads(run("submit", "demo.sleep", "--payload", '{"seconds": 1}', "--count", "3", "--json"))
+    assert ids == list(WorkItem.objects.order_by("id").values_list("id", flat=True))
+    assert WorkItem.objects.filter(priority=5, payload={"seconds": 1}).count() == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["demo.nope"], "unknown work type 'demo.nope'"),
+        (["demo.sleep", "--payload", "{seconds: 1"], "--payload is not valid JSON"),
+        (["demo.sleep", "--payload", '{"seconds": "soon"}'], "payload.seconds: 'soon' is not of type 'number'"),
+        (["demo.sleep", "--priority", "12"], "priority must be an integer from 0 to 9"),
+        (["demo.sleep", "--count", "0"], "--count must be between 1"),
+    ],
+)
+def test_submit_rejects_bad_input_and_creates_nothing(args, message):
+    with pytest.raises(CommandError, match=message.replace("{", r"\{").replace("(", r"\(")):
+        run("submit", *args)
+    assert WorkItem.objects.count() == 0
+
+
+def test_cancel_and_requeue_validate_every_id_first():
+    agent = agent_create()
+    item = item_running(agent)
+    with pytest.raises(CommandError, match="no work item with id 999999"):
+        run("cancel", str(item.pk), "999999")
+    with pytest.raises(CommandError, match="not a work item id: 'x'"):
+        run("cancel", "x")
+    assert WorkItem.objects.get(pk=item.pk).status == "running"  # nothing changed
+    with pytest.raises(CommandError, match=f"only dead or cancelled items can be requeued: #{item.pk} is running"):
+        run("requeue", str(item.pk))
+    assert run("cancel", str(item.pk)).strip() == f"cancelled #{item.pk}"
+    assert "already handled" in run("cancel", str(item.pk))
+    assert run("requeue", str(item.pk)).strip() == f"requeued #{item.pk}"
+
+
+def test_status_json_has_counts_queues_agents_and_supervisor():
+    agent_create("status-agent")
+    run("submit", "demo.cpu", "--count", "2")
+    status = json.loads(run("status", "--json"))
+    assert status["counts"]["pending"] + status["counts"]["queued"] == 2
+    assert set(status["queues"]) == {"default", "cpu"}
+    assert [a["name"] for a in status["agents"]] == ["status-agent"]
+    assert status["agents"][0]["heartbeat_age_seconds"] < 60
+    assert status["supervisor"] is None
+    run("supervise", "--once")
+    status = json.loads(run("status", "--json"))
+    assert status["supervisor"]["silent"] is False
+    assert "Supervisor: last run" in run("status")
+
+
+def test_wait_returns_when_nothing_is_unfinished_and_times_out_with_code_1():
+    assert "all work items are finished" in run("wait", "--timeout", "1")
+    run("submit", "demo.noop")
+    with pytest.raises(CommandError, match=r"timed out after 0\.3s with 1 unfinished") as error:
+        run("wait", "--timeout", "0.3")
+    assert error.value.returncode == 1
