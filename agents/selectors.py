@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Q
 
-from agents.models import LIVE_AGENT_STATUSES, Agent
+from agents.models import LIVE_AGENT_STATUSES, Agent, AgentStatus
 from project.dbclock import age_of, now_minus
 
 
@@ -24,3 +25,15 @@ def agents_overview(*, stopped_within_seconds: float = 3600) -> list[dict[str, A
         row["heartbeat_age_seconds"] = round(age.total_seconds(), 1)
         result.append(row)
     return result
+
+
+def agents_capacity_by_queue(queues: Iterable[str]) -> dict[str, int]:
+    """Pool processes of online agents per queue (agents are few; summed in Python)."""
+    wanted = set(queues)
+    capacity = dict.fromkeys(wanted, 0)
+    for agent_queues, concurrency in Agent.objects.filter(status=AgentStatus.ONLINE).values_list(
+        "queues", "concurrency"
+    ):
+        for queue in set(agent_queues) & wanted:
+            capacity[queue] += concurrency
+    return capacity

@@ -196,8 +196,10 @@ WORK_ITEM_LEASE_SECONDS = env_float("WORK_ITEM_LEASE_SECONDS", 30)
 WORK_ITEM_LEASE_RENEW_SECONDS = env_float("WORK_ITEM_LEASE_RENEW_SECONDS", 5)
 SUPERVISOR_INTERVAL_SECONDS = env_float("SUPERVISOR_INTERVAL_SECONDS", 5)
 REDISPATCH_AFTER = env_float("REDISPATCH_AFTER", 60)
-# Items in the broker per queue (queued + running); the DB holds the rest.
-SHEPHERD_QUEUE_WINDOW = env_int("SHEPHERD_QUEUE_WINDOW", 200)
+# Items in the broker per queue (queued + running): this many per live pool
+# process serving the queue, capped at SHEPHERD_QUEUE_WINDOW. The DB holds the rest.
+SHEPHERD_QUEUE_WINDOW_PER_PROCESS = env_int("SHEPHERD_QUEUE_WINDOW_PER_PROCESS", 2)
+SHEPHERD_QUEUE_WINDOW = env_int("SHEPHERD_QUEUE_WINDOW", 500)
 RETRY_BACKOFF_BASE_SECONDS = env_float("RETRY_BACKOFF_BASE_SECONDS", 2)
 RETRY_BACKOFF_MAX_SECONDS = env_float("RETRY_BACKOFF_MAX_SECONDS", 300)
 # Modules that declare work types with @work_type; imported at startup.

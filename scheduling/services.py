@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from agents.selectors import agents_capacity_by_queue
 from project.dbclock import now_plus
 from project.exceptions import NotFound, ValidationError
 from scheduling import registry, routing
@@ -251,10 +252,20 @@ def _retries_promote_due(limit: int = 1000) -> int:
     return len(due)
 
 
+def queue_window(queue: str) -> int:
+    """How many items of `queue` may be in the broker (queued + running) at once:
+    SHEPHERD_QUEUE_WINDOW_PER_PROCESS per live pool process serving it, at least
+    that many with no agent up, at most SHEPHERD_QUEUE_WINDOW. A small window keeps
+    order in the DB: a retry goes out ahead of later items instead of behind them."""
+    per_process = settings.SHEPHERD_QUEUE_WINDOW_PER_PROCESS
+    capacity = agents_capacity_by_queue([queue])[queue]
+    return min(settings.SHEPHERD_QUEUE_WINDOW, per_process * max(capacity, 1))
+
+
 def _queue_release(queue: str) -> int:
     with transaction.atomic():
         in_flight = WorkItem.objects.filter(queue=queue, status__in=IN_FLIGHT_STATUSES).count()
-        room = settings.SHEPHERD_QUEUE_WINDOW - in_flight
+        room = queue_window(queue) - in_flight
         if room <= 0:
             return 0
         ids = list(

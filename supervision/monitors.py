@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db.models import Count, Max
 from django.db.models.functions import Now
 
 from agents.models import LIVE_AGENT_STATUSES, Agent, AgentStatus
+from agents.selectors import agents_capacity_by_queue
 from project.dbclock import age_of, now_minus
 from scheduling.models import WorkItem, WorkItemStatus
 
@@ -96,19 +98,47 @@ def work_items_lease_expired() -> list[Finding]:
 
 
 def work_items_unclaimed(*, older_than: float) -> list[Finding]:
-    """Queued items whose message nobody claimed within `older_than` seconds."""
-    rows = (
+    """Queued items whose message looks lost: unclaimed for `older_than` seconds *and*
+    either the queue's live agents have a free process, or an item dispatched later
+    to the same queue is already running. An item merely waiting its turn behind
+    busy agents is neither, so it is not published again."""
+    candidates = list(
         WorkItem.objects.filter(status=WorkItemStatus.QUEUED, dispatched_at__lt=now_minus(older_than))
         .annotate(waiting=age_of("dispatched_at"))
-        .values("id", "attempt", "queue", "waiting")[:SCAN_LIMIT]
+        .order_by("dispatched_at")
+        .values("id", "attempt", "queue", "dispatched_at", "waiting")[:SCAN_LIMIT]
     )
-    return [
-        Finding(
-            monitor="dispatch",
-            rule="unclaimed",
-            work_item_id=row["id"],
-            attempt=row["attempt"],
-            evidence={"queue": row["queue"], "unclaimed_s": _seconds(row["waiting"]), "redispatch_after_s": older_than},
+    if not candidates:
+        return []
+    queues = {row["queue"] for row in candidates}
+    running = {
+        row["queue"]: row
+        for row in WorkItem.objects.filter(status=WorkItemStatus.RUNNING, queue__in=queues)
+        .order_by()
+        .values("queue")
+        .annotate(n=Count("id"), newest=Max("dispatched_at"))
+    }
+    capacity = agents_capacity_by_queue(queues)
+    findings = []
+    for row in candidates:
+        busy = running.get(row["queue"], {"n": 0, "newest": None})
+        idle = capacity[row["queue"]] - busy["n"]
+        overtaken = busy["newest"] is not None and busy["newest"] > row["dispatched_at"]
+        if idle <= 0 and not overtaken:
+            continue
+        findings.append(
+            Finding(
+                monitor="dispatch",
+                rule="unclaimed",
+                work_item_id=row["id"],
+                attempt=row["attempt"],
+                evidence={
+                    "queue": row["queue"],
+                    "unclaimed_s": _seconds(row["waiting"]),
+                    "redispatch_after_s": older_than,
+                    "idle_processes": max(idle, 0),
+                    "overtaken_by_later_item": overtaken,
+                },
+            )
         )
-        for row in rows
-    ]
+    return findings

@@ -371,3 +371,33 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def pytest_sessionstart(session):
+    from django.conf import settings
+
+    results = settings.VAR_DIR / "chaos-results.jsonl"
+    if results.exists():
+        results.unlink()
+
+
+def pytest_terminal_summary(terminalreporter):
+    import json
+
+    from django.conf import settings
+
+    results = settings.VAR_DIR / "chaos-results.jsonl"
+    if not results.exists():
+        return
+    terminalreporter.section("chaos results")
+    header = (
+        f"{'scenario':<40} {'backend':<18} {'items':>5} {'lost':>4} {'twice':>5} {'attempts':>8} {'recovery s':>10}"
+    )
+    terminalreporter.write_line(header)
+    for line in results.read_text().splitlines():
+        row = json.loads(line)
+        recovery = "-" if row["slowest_recovery_s"] is None else f"{row['slowest_recovery_s']:.2f}"
+        terminalreporter.write_line(
+            f"{row['scenario']:<40} {row['backend']:<18} {row['items']:>5} {row['lost']:>4} "
+            f"{row['completed_twice']:>5} {row['attempts']:>8} {recovery:>10}"
+        )

@@ -65,7 +65,8 @@ def test_beat_schedules_the_supervisor_tick(platform):
     assert not Agent.objects.filter(name__startswith="supervisor@").exists()
 
 
-def test_cancelled_queued_items_never_run_even_after_every_worker_restarts(platform):
+def test_cancelled_queued_items_never_run_even_after_every_worker_restarts(platform, settings):
+    settings.SHEPHERD_QUEUE_WINDOW_PER_PROCESS = 10  # publish all six before any agent exists
     ids = [i.pk for i in services.work_items_submit(work_type="demo.sleep", payloads=[{"seconds": 0.1}] * 6)]
     wait_until(lambda: all_in(ids, "queued"), timeout=10, what="items published")
     cancelled, kept = ids[:4], ids[4:]

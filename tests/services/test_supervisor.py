@@ -68,14 +68,38 @@ def test_expired_lease_on_a_live_agent_is_retried():
     assert Attempt.objects.get(work_item=item, number=1).outcome == "timed_out"
 
 
-def test_unclaimed_queued_item_is_published_again(settings):
+def test_unclaimed_item_is_published_again_when_an_agent_is_idle(settings):
+    agent_create()  # two idle processes on the default queue
     item = item_queued()
     WorkItem.objects.filter(pk=item.pk).update(dispatched_at=now_minus(settings.REDISPATCH_AFTER + 1))
     supervisor_tick()
     intervention = Intervention.objects.get()
     assert (intervention.action, intervention.work_item_id, intervention.attempt) == ("redispatch", item.pk, 1)
+    assert intervention.evidence["idle_processes"] == 2
     item.refresh_from_db()
     assert (item.status, item.attempt) == ("queued", 1)  # same attempt, fresh dispatch time
+
+
+def test_unclaimed_item_waiting_its_turn_behind_busy_agents_is_left_alone(settings):
+    agent = agent_create()
+    busy = [item_running(agent), item_running(agent)]  # both processes busy
+    waiting = item_queued()
+    old = now_minus(settings.REDISPATCH_AFTER + 5)
+    WorkItem.objects.filter(pk__in=[b.pk for b in busy]).update(dispatched_at=old)
+    WorkItem.objects.filter(pk=waiting.pk).update(dispatched_at=now_minus(settings.REDISPATCH_AFTER + 1))
+    supervisor_tick()
+    assert not Intervention.objects.exists()
+
+
+def test_unclaimed_item_overtaken_by_a_later_one_is_published_again(settings):
+    agent = agent_create()
+    lost = item_queued()
+    later = [item_running(agent), item_running(agent)]  # dispatched after `lost`, already running
+    WorkItem.objects.filter(pk=lost.pk).update(dispatched_at=now_minus(settings.REDISPATCH_AFTER + 5))
+    WorkItem.objects.filter(pk__in=[x.pk for x in later]).update(dispatched_at=now_minus(settings.REDISPATCH_AFTER))
+    supervisor_tick()
+    intervention = Intervention.objects.get()
+    assert (intervention.work_item_id, intervention.evidence["overtaken_by_later_item"]) == (lost.pk, True)
 
 
 def test_one_leader_per_interval():

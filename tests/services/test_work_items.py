@@ -41,14 +41,19 @@ def test_bad_submissions_create_nothing(options, message):
     assert WorkItem.objects.count() == 0
 
 
-def test_release_respects_the_window_and_priority(settings):
+def test_release_window_follows_live_capacity_in_priority_order(settings):
+    settings.SHEPHERD_QUEUE_WINDOW_PER_PROCESS = 1
     settings.SHEPHERD_QUEUE_WINDOW = 3
     low = services.work_items_submit(work_type="demo.noop", payloads=[{}] * 3, priority=1)
     high = services.work_items_submit(work_type="demo.noop", payloads=[{}] * 2, priority=8)
-    assert services.work_items_release() == 3
+    assert services.work_items_release() == 1  # no agent yet: a window of one
+    agent_create("a")  # two processes
+    assert services.work_items_release() == 1
+    agent_create("b")  # four processes, but the window is capped at 3
+    assert services.work_items_release() == 1
+    assert services.work_items_release() == 0
     queued = set(WorkItem.objects.filter(status=S.QUEUED).values_list("id", flat=True))
     assert queued == {high[0].pk, high[1].pk, low[0].pk}
-    assert services.work_items_release() == 0  # window full
 
 
 def test_claim_is_fenced_by_attempt_and_state():
