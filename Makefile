@@ -1,0 +1,68 @@
+# Everyday verbs. `make run` starts the platform; `make test` runs every test tier on every backend.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Django 6 needs Python 3.12+; the machine's python3 is 3.11, so find 3.12 (PATH, then pyenv).
+PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+BACKENDS ?= embedded postgres-redis postgres-rabbitmq
+PYTEST_ARGS ?=
+
+.PHONY: help venv run setup test test-backend lint format chaos clean
+
+help:
+	@echo "make run     set up (venv, migrate, admin user) and start web, agents, beat, Flower, broker"
+	@echo "make test    lint, then every test tier on: $(BACKENDS)"
+	@echo "make chaos   only the chaos tier (BACKENDS=... to choose)"
+	@echo "make lint    ruff check + format check"
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found (python3.12 or ~/.pyenv/versions/3.12*)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON312) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+venv: $(BIN)/.installed
+
+setup: venv
+	$(BIN)/python manage.py setup
+
+run: setup
+	@echo
+	@echo "  Shepherd admin console : http://127.0.0.1:8000/admin/  (user $${SHEPHERD_ADMIN_USER:-admin}, password in var/admin_password unless SHEPHERD_ADMIN_PASSWORD is set)"
+	@echo "  Flower                 : http://127.0.0.1:5555/        (same credentials)"
+	@echo "  Try: $(BIN)/python manage.py submit demo.sleep --payload '{\"seconds\": 1}' --count 100 && $(BIN)/python manage.py wait"
+	@echo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Unit tests need no services, so they run once; every other tier runs per backend.
+test: lint
+	@status=0; first=1; \
+	for backend in $(BACKENDS); do \
+		echo "=== backend: $$backend ==="; \
+		if [ $$first = 1 ]; then select=""; first=0; else select="-m not unit"; fi; \
+		SHEPHERD_TEST_BACKEND=$$backend $(BIN)/pytest $$select $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
+
+test-backend: venv
+	SHEPHERD_TEST_BACKEND=$(BACKEND) $(BIN)/pytest $(PYTEST_ARGS)
+
+chaos: venv
+	@status=0; for backend in $(BACKENDS); do \
+		SHEPHERD_TEST_BACKEND=$$backend $(BIN)/pytest tests/chaos $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
+
+clean:
+	rm -rf $(VENV) staticfiles var/test
