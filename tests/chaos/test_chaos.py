@@ -91,8 +91,10 @@ def test_sigkill_agent_main_process_while_20_items_run(platform):
     record("sigkill agent main (20 items)", {**counts, "slowest_running_again_s": running_s}, requeue_s)
     if os.environ.get("CHAOS_TIMELINE"):
         for event in WorkItemEvent.objects.filter(work_item__in=ids).order_by("at"):
-            print(f"{(event.at - beat).total_seconds():7.2f}s #{event.work_item_id} a{event.attempt} "
-                  f"{event.from_status}->{event.to_status} {event.kind} {event.actor} {event.reason[:60]}")
+            print(
+                f"{(event.at - beat).total_seconds():7.2f}s #{event.work_item_id} a{event.attempt} "
+                f"{event.from_status}->{event.to_status} {event.kind} {event.actor} {event.reason[:60]}"
+            )
     if requeue_s is not None:  # None: the orphaned children finished before the supervisor noticed
         assert requeue_s < settings.AGENT_DEAD_AFTER + settings.SUPERVISOR_INTERVAL_SECONDS + 5
 
