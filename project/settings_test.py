@@ -55,3 +55,4 @@ if os.environ.get("SHEPHERD_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["SHEPHERD_TEST_DB_NAME"]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+WHITENOISE_AUTOREFRESH = True  # tests never collectstatic; serve from the finders

@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from project.admin_base import ReadOnlyAdmin
 from scheduling.models import Attempt, WorkItem, WorkItemEvent, WorkType
 from scheduling.services import work_item_cancel, work_item_requeue, work_item_retry
 
@@ -118,17 +119,6 @@ class WorkItemAdmin(admin.ModelAdmin):
     @admin.action(description="Requeue (dead or cancelled items get a new attempt)", permissions=["change"])
     def requeue(self, request, queryset):
         run_action(self, request, queryset, work_item_requeue, "requeue")
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Attempt)

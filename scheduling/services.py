@@ -225,6 +225,21 @@ def work_items_release(*, queues: Iterable[str] | None = None) -> int:
     return sum(_queue_release(queue) for queue in (queues or routing.work_queue_names()))
 
 
+def _events_bulk(rows: Iterable[tuple[int, int]], *, from_status: str, to_status: str, reason: str) -> None:
+    """Events for a batch transition whose rows the caller holds locked, so every row won."""
+    WorkItemEvent.objects.bulk_create(
+        WorkItemEvent(
+            work_item_id=pk,
+            attempt=attempt,
+            from_status=from_status,
+            to_status=to_status,
+            actor=SCHEDULER,
+            reason=reason,
+        )
+        for pk, attempt in rows
+    )
+
+
 def _retries_promote_due(limit: int = 1000) -> int:
     with transaction.atomic():
         due = list(
@@ -238,17 +253,7 @@ def _retries_promote_due(limit: int = 1000) -> int:
         WorkItem.objects.filter(pk__in=ids, status=S.RETRY_WAIT).update(
             status=S.PENDING, not_before=None, updated_at=Now()
         )
-        WorkItemEvent.objects.bulk_create(
-            WorkItemEvent(
-                work_item_id=pk,
-                attempt=attempt,
-                from_status=S.RETRY_WAIT,
-                to_status=S.PENDING,
-                actor=SCHEDULER,
-                reason="retry due",
-            )
-            for pk, attempt in due
-        )
+        _events_bulk(due, from_status=S.RETRY_WAIT, to_status=S.PENDING, reason="retry due")
     return len(due)
 
 
@@ -285,16 +290,11 @@ def _queue_release(queue: str) -> int:
             .order_by("-priority", "id")
             .values_list("id", "attempt", "work_type__budget_seconds")
         )
-        WorkItemEvent.objects.bulk_create(
-            WorkItemEvent(
-                work_item_id=pk,
-                attempt=attempt,
-                from_status=S.PENDING,
-                to_status=S.QUEUED,
-                actor=SCHEDULER,
-                reason=f"released into queue {queue}",
-            )
-            for pk, attempt, _ in released
+        _events_bulk(
+            [(pk, attempt) for pk, attempt, _ in released],
+            from_status=S.PENDING,
+            to_status=S.QUEUED,
+            reason=f"released into queue {queue}",
         )
         transaction.on_commit(lambda: _publish(queue=queue, messages=released))
     return len(released)

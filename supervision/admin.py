@@ -1,18 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
 
+from project.admin_base import ReadOnlyAdmin
 from supervision.models import Intervention, SupervisorLease, SupervisorRun
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(SupervisorRun)
