@@ -52,8 +52,11 @@ test: lint
 	@status=0; first=1; \
 	for backend in $(BACKENDS); do \
 		echo "=== backend: $$backend ==="; \
-		if [ $$first = 1 ]; then select=""; first=0; else select="-m not unit"; fi; \
-		SHEPHERD_TEST_BACKEND=$$backend $(BIN)/pytest $$select $(PYTEST_ARGS) || status=1; \
+		if [ $$first = 1 ]; then \
+			SHEPHERD_TEST_BACKEND=$$backend $(BIN)/pytest $(PYTEST_ARGS) || status=1; first=0; \
+		else \
+			SHEPHERD_TEST_BACKEND=$$backend $(BIN)/pytest -m "not unit" $(PYTEST_ARGS) || status=1; \
+		fi; \
 	done; exit $$status
 
 test-backend: venv
