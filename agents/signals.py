@@ -54,7 +54,7 @@ def _agent_id() -> int | None:
 
 @worker_init.connect
 def _register(sender, **kwargs) -> None:
-    from django.conf import settings
+    from django.db import connection
 
     from agents.services import agent_register
     from project.version import VERSION
@@ -83,11 +83,8 @@ def _register(sender, **kwargs) -> None:
             logger.warning("agent registration failed; retrying", exc_info=True)
     else:
         raise RuntimeError("could not register the agent: is the database reachable?")
-    from django.db import connection
-
-    # Pool children inherit this process's memory; they must not share its socket.
+    # The pool forks after this; children must not share this process's DB socket.
     connection.close()
-    del settings
 
 
 @worker_ready.connect
