@@ -87,6 +87,8 @@ def agent_mark_lost(*, agent_id: int, dead_after: float) -> bool:
 
 
 def _pid_alive(pid: int | None) -> bool:
+    """True if the process exists and is not a zombie (a killed pool child stays a
+    zombie until the worker reaps it, and kill(pid, 0) still succeeds on it)."""
     if not pid:
         return False
     try:
@@ -95,7 +97,11 @@ def _pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): trust kill()
 
 
 def _lost_pool_process_recover(*, agent: Agent, work_item_id: int, attempt: int) -> bool:

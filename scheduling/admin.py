@@ -61,13 +61,12 @@ class WorkItemAdmin(admin.ModelAdmin):
         "id",
         "work_type",
         "status",
+        "attempts",
         "priority",
-        "attempt",
         "queue",
-        "agent",
-        "progress",
+        "agent_name",
+        "progress_percent",
         "created_at",
-        "finished_at",
     ]
     list_filter = ["status", "work_type", "queue"]
     search_fields = ["id"]
@@ -75,35 +74,56 @@ class WorkItemAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ["retry", "cancel", "requeue"]
     inlines = [AttemptInline, EventInline]
-    # State belongs to the services: nothing that a transition owns is editable here.
-    readonly_fields = [
-        "work_type",
-        "queue",
-        "payload",
-        "result",
-        "status",
-        "blocked_reason",
-        "attempt",
-        "max_attempts",
-        "requeue_count",
-        "agent",
-        "lease_expires_at",
-        "heartbeat_at",
-        "progress",
-        "progress_message",
-        "progress_at",
-        "cost_total",
-        "error",
-        "submitted_by",
-        "created_at",
-        "updated_at",
-        "dispatched_at",
-        "started_at",
-        "finished_at",
-        "not_before",
-        "complete_by",
-        "priority",
+    # State belongs to the services: nothing a transition owns is editable here.
+    fieldsets = [
+        (None, {"fields": ["work_type", "status", "blocked_reason", "queue", "priority", "submitted_by"]}),
+        ("Attempts", {"fields": ["attempt", "max_attempts", "requeue_count", "agent", "error"]}),
+        ("Payload and result", {"fields": ["payload", "result", "cost_total"]}),
+        (
+            "Progress and lease",
+            {"fields": ["progress_percent", "progress_message", "progress_at", "heartbeat_at", "lease_expires_at"]},
+        ),
+        (
+            "Times",
+            {
+                "fields": [
+                    "created_at",
+                    "not_before",
+                    "complete_by",
+                    "dispatched_at",
+                    "started_at",
+                    "finished_at",
+                    "updated_at",
+                ]
+            },
+        ),
     ]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    @admin.display(description="attempt", ordering="attempt")
+    def attempts(self, obj):
+        return f"{obj.attempt} of {obj.max_attempts + obj.requeue_count}"
+
+    @admin.display(description="agent", ordering="agent__name")
+    def agent_name(self, obj):
+        return obj.agent.name if obj.agent else "-"
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_percent(self, obj):
+        return f"{obj.progress:.0%}"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Everything is read-only; changes go through the actions, which call services.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the event log and attempts are the audit trail
 
     def has_add_permission(self, request):
         return False  # submit through the forms, API or `manage.py submit`, which validate payloads

@@ -13,7 +13,7 @@ class WorkItemStatus(models.TextChoices):
     RUNNING = "running", "Running"
     RETRY_WAIT = "retry_wait", "Waiting to retry"
     SUCCEEDED = "succeeded", "Succeeded"
-    DEAD = "dead", "Dead (dead letter)"
+    DEAD = "dead", "Dead"
     CANCELLED = "cancelled", "Cancelled"
 
 

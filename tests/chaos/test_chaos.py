@@ -125,7 +125,9 @@ def test_poison_item_dies_after_max_attempts_and_the_agent_keeps_serving(platfor
     poison.refresh_from_db()
     assert poison.status == "dead"
     assert Attempt.objects.filter(work_item=poison).count() == poison.max_attempts == 3
-    assert set(Attempt.objects.filter(work_item=poison).values_list("outcome", flat=True)) == {"lost"}
+    # Each attempt is failed either by the agent when Celery redelivers the message of
+    # the dead pool process ("lost"), or by the lease monitor if that is quicker.
+    assert set(Attempt.objects.filter(work_item=poison).values_list("outcome", flat=True)) <= {"lost", "timed_out"}
 
     healthy = [i.pk for i in services.work_items_submit(work_type="demo.noop", payloads=[{}] * 5)]
     wait_until(lambda: finished(healthy), timeout=60, what="healthy items after the poison", logs=platform)
