@@ -149,16 +149,15 @@ def work_item_execute(*, work_item_id: Any, attempt: Any, task_id: str) -> str:
         worker_pid=os.getpid(),
         task_id=task_id,
     )
-    if not claimed:
+    if claimed is None:
         _lost_pool_process_recover(agent=agent, work_item_id=work_item_id, attempt=attempt)
         return "not_claimed"
 
-    item = WorkItem.objects.values("work_type_id", "payload").get(pk=work_item_id)
-    ctx = HandlerContext(work_item_id=work_item_id, attempt=attempt, work_type=item["work_type_id"])
+    ctx = HandlerContext(work_item_id=work_item_id, attempt=attempt, work_type=claimed.work_type)
     keeper = LeaseKeeper(ctx)
     keeper.start()
     try:
-        return _run_and_finish(ctx=ctx, actor=actor, work_type=item["work_type_id"], payload=item["payload"])
+        return _run_and_finish(ctx=ctx, actor=actor, work_type=claimed.work_type, payload=claimed.payload)
     finally:
         keeper.stop()
 

@@ -201,6 +201,8 @@ REDISPATCH_AFTER = env_float("REDISPATCH_AFTER", 60)
 # process serving the queue, capped at SHEPHERD_QUEUE_WINDOW. The DB holds the rest.
 SHEPHERD_QUEUE_WINDOW_PER_PROCESS = env_int("SHEPHERD_QUEUE_WINDOW_PER_PROCESS", 2)
 SHEPHERD_QUEUE_WINDOW = env_int("SHEPHERD_QUEUE_WINDOW", 500)
+# Live capacity per queue is re-read at most this often per process.
+SHEPHERD_CAPACITY_CACHE_SECONDS = env_float("SHEPHERD_CAPACITY_CACHE_SECONDS", 2)
 RETRY_BACKOFF_BASE_SECONDS = env_float("RETRY_BACKOFF_BASE_SECONDS", 2)
 RETRY_BACKOFF_MAX_SECONDS = env_float("RETRY_BACKOFF_MAX_SECONDS", 300)
 # Modules that declare work types with @work_type; imported at startup.

@@ -23,6 +23,7 @@ for _name, _value in {
     "REDISPATCH_AFTER": "6",
     "RETRY_BACKOFF_BASE_SECONDS": "0.2",
     "RETRY_BACKOFF_MAX_SECONDS": "1",
+    "SHEPHERD_CAPACITY_CACHE_SECONDS": "0",
 }.items():
     os.environ.setdefault(_name, _value)
 

@@ -8,9 +8,10 @@ WorkItemEvent in the same transaction.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -132,7 +133,7 @@ def work_items_submit(
     ]
     with transaction.atomic():
         created = WorkItem.objects.bulk_create(items, batch_size=2000)
-        transaction.on_commit(lambda: work_items_release(queues=[spec.queue]))
+        transaction.on_commit(lambda: work_items_release(queues=[spec.queue], retries_due=False))
     return created
 
 
@@ -153,6 +154,7 @@ def _transition(
     from_statuses: Iterable[str] | None = None,
     attempt: int | None = None,
     changes: dict[str, Any] | None = None,
+    read_fields: tuple[str, ...] = (),
 ) -> dict[str, Any] | None:
     """Move one item to `to_status` with a conditional UPDATE.
 
@@ -162,9 +164,11 @@ def _transition(
     on (pk, status, attempt), so a concurrent change makes it match nothing.
     """
     candidates = [s for s in (from_statuses or statuses_from(to_status)) if transition_allowed(s, to_status)]
-    with transaction.atomic():
+    # No savepoint: nothing in here recovers from an error, and callers usually hold
+    # the transaction already (a savepoint would cost two round trips per transition).
+    with transaction.atomic(savepoint=False):
         for _ in range(3):
-            row = WorkItem.objects.filter(pk=work_item_id).values(*_ROW_FIELDS).first()
+            row = WorkItem.objects.filter(pk=work_item_id).values(*_ROW_FIELDS, *read_fields).first()
             if row is None or row["status"] not in candidates:
                 return None
             if attempt is not None and row["attempt"] != attempt:
@@ -215,13 +219,16 @@ def _revoke_after_commit(*, work_item_id: int, attempt: int, terminate: bool) ->
 # ---------------------------------------------------------------------------
 # Release: pending -> queued within each queue's window
 # ---------------------------------------------------------------------------
-def work_items_release(*, queues: Iterable[str] | None = None) -> int:
+def work_items_release(*, queues: Iterable[str] | None = None, retries_due: bool = True) -> int:
     """Promote due retries, then release pending items into each queue's window.
 
-    The database is the queue; the broker holds at most SHEPHERD_QUEUE_WINDOW
-    items per queue (queued + running). Returns how many items were released.
+    The database is the queue; the broker holds a window per queue (queued +
+    running). Returns how many items were released. Callers that cannot have made
+    a retry due (a success, a submission) pass retries_due=False; the tick and
+    failures promote them.
     """
-    _retries_promote_due()
+    if retries_due:
+        _retries_promote_due()
     return sum(_queue_release(queue) for queue in (queues or routing.work_queue_names()))
 
 
@@ -257,13 +264,27 @@ def _retries_promote_due(limit: int = 1000) -> int:
     return len(due)
 
 
+_capacity_cache: dict[str, tuple[float, int]] = {}
+
+
+def _capacity_cached(queue: str) -> int:
+    # Agents come and go in seconds, items finish in milliseconds: one capacity
+    # read per SHEPHERD_CAPACITY_CACHE_SECONDS per process keeps it off the hot path.
+    now = time.monotonic()
+    cached = _capacity_cache.get(queue)
+    if cached is None or cached[0] <= now:
+        cached = (now + settings.SHEPHERD_CAPACITY_CACHE_SECONDS, agents_capacity_by_queue([queue])[queue])
+        _capacity_cache[queue] = cached
+    return cached[1]
+
+
 def queue_window(queue: str) -> int:
     """How many items of `queue` may be in the broker (queued + running) at once:
     SHEPHERD_QUEUE_WINDOW_PER_PROCESS per live pool process serving it, at least
     that many with no agent up, at most SHEPHERD_QUEUE_WINDOW. A small window keeps
     order in the DB: a retry goes out ahead of later items instead of behind them."""
     per_process = settings.SHEPHERD_QUEUE_WINDOW_PER_PROCESS
-    capacity = agents_capacity_by_queue([queue])[queue]
+    capacity = _capacity_cached(queue)
     return min(settings.SHEPHERD_QUEUE_WINDOW, per_process * max(capacity, 1))
 
 
@@ -350,11 +371,17 @@ def work_item_redispatch(*, work_item_id: int, attempt: int, actor: str, reason:
 # ---------------------------------------------------------------------------
 # The attempt an agent holds: claim, lease, progress, cost, finish
 # ---------------------------------------------------------------------------
+class ClaimedItem(NamedTuple):
+    work_type: str
+    payload: Any
+
+
 def work_item_claim(
     *, work_item_id: int, attempt: int, agent_id: int, agent_name: str, worker_pid: int, task_id: str
-) -> bool:
-    """queued -> running for exactly this attempt, under a fresh lease. False if anyone
-    else claimed it, it was cancelled, or the attempt was superseded."""
+) -> ClaimedItem | None:
+    """queued -> running for exactly this attempt, under a fresh lease. Returns what
+    the handler needs, or None if anyone else claimed it, it was cancelled, or the
+    attempt was superseded."""
     with transaction.atomic():
         row = _transition(
             work_item_id=work_item_id,
@@ -372,9 +399,10 @@ def work_item_claim(
                 "progress_message": "",
                 "progress_at": None,
             },
+            read_fields=("work_type_id", "payload"),
         )
         if row is None:
-            return False
+            return None
         Attempt.objects.create(
             work_item_id=work_item_id,
             number=attempt,
@@ -383,7 +411,7 @@ def work_item_claim(
             worker_pid=worker_pid,
             started_at=Now(),
         )
-    return True
+    return ClaimedItem(work_type=row["work_type_id"], payload=row["payload"])
 
 
 def work_item_lease_renew(*, work_item_id: int, attempt: int) -> bool:
@@ -432,7 +460,7 @@ def work_item_succeed(*, work_item_id: int, attempt: int, actor: str, result: An
         if row is None:
             return False
         _attempt_close(work_item_id=work_item_id, attempt=attempt, outcome=AttemptOutcome.SUCCEEDED)
-        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
+        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
 
 
