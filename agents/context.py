@@ -68,21 +68,20 @@ class LeaseKeeper(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        try:
-            while not self._stop_event.wait(settings.WORK_ITEM_LEASE_RENEW_SECONDS):
-                try:
-                    held = scheduling.work_item_lease_renew(
-                        work_item_id=self.ctx.work_item_id, attempt=self.ctx.attempt
-                    )
-                except Exception:
-                    # A DB blip must not kill the keeper; the lease has slack for a few misses.
-                    self.ctx.logger.warning("lease renewal failed", exc_info=True)
-                    continue
-                if not held:
-                    self.ctx.mark_cancelled()
-                    return
-        finally:
-            connection.close()
+        while not self._stop_event.wait(settings.WORK_ITEM_LEASE_RENEW_SECONDS):
+            try:
+                held = scheduling.work_item_lease_renew(work_item_id=self.ctx.work_item_id, attempt=self.ctx.attempt)
+            except Exception:
+                # A DB blip must not kill the keeper; the lease has slack for a few misses.
+                self.ctx.logger.warning("lease renewal failed", exc_info=True)
+                continue
+            finally:
+                # A connection per renewal (every few seconds) instead of one held per
+                # running item: an agent with 50 long items would otherwise pin 100.
+                connection.close()
+            if not held:
+                self.ctx.mark_cancelled()
+                return
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,11 +85,20 @@ def work_type_spec(name: str) -> WorkTypeSpec:
         raise ValidationError(f"unknown work type {name!r} (known: {known})") from None
 
 
+@functools.cache
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_REGISTRY[name].payload_schema)
+
+
 def payload_validate(spec: WorkTypeSpec, payload: Any) -> dict:
     """Return the payload with schema defaults filled in, or raise ValidationError."""
     if not isinstance(payload, dict):
         raise ValidationError(f"{spec.name}: payload must be a JSON object, not {type(payload).__name__}")
-    validator = jsonschema.Draft202012Validator(spec.payload_schema)
+    validator = (
+        _validator(spec.name)
+        if _REGISTRY.get(spec.name) is spec
+        else jsonschema.Draft202012Validator(spec.payload_schema)
+    )
     error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
     if error is not None:
         where = "payload" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)

@@ -7,6 +7,7 @@ WorkItemEvent in the same transaction.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
@@ -91,7 +92,7 @@ def _priority_check(priority: Any) -> None:
         raise ValidationError(f"priority must be an integer from 0 to 9, not {priority!r}")
 
 
-def work_items_submit(
+def work_items_submit_ids(
     *,
     work_type: str,
     payloads: list[Any],
@@ -99,8 +100,9 @@ def work_items_submit(
     submitted_by: Any = None,
     not_before: datetime | None = None,
     complete_by: datetime | None = None,
-) -> list[WorkItem]:
-    """Validate every payload, then insert all items in one transaction (all or none).
+) -> list[int]:
+    """Validate every payload, then insert all items in one transaction (all or none);
+    returns their ids in payload order.
 
     Items start `pending` and are released into their queue after commit.
     Raises ValidationError, naming the first bad payload, before anything is written.
@@ -111,30 +113,75 @@ def work_items_submit(
     if not payloads:
         raise ValidationError("nothing to submit: no payloads given")
     cleaned = []
+    seen: dict[int, dict] = {}  # `--count N` passes one payload object N times: validate it once
     for index, payload in enumerate(payloads):
+        if id(payload) in seen:
+            cleaned.append(seen[id(payload)])
+            continue
         try:
-            cleaned.append(registry.payload_validate(spec, payload))
+            seen[id(payload)] = registry.payload_validate(spec, payload)
         except ValidationError as error:
             prefix = f"item {index + 1}: " if len(payloads) > 1 else ""
             raise ValidationError(f"{prefix}{error}") from None
+        cleaned.append(seen[id(payload)])
     row = _work_type_row(work_type)
-    items = [
-        WorkItem(
-            work_type=row,
-            queue=spec.queue,
-            payload=payload,
-            priority=row.priority if priority is None else priority,
-            max_attempts=row.max_attempts,
-            not_before=not_before,
-            complete_by=complete_by,
-            submitted_by=submitted_by if getattr(submitted_by, "pk", None) else None,
-        )
-        for payload in cleaned
-    ]
+    shared = {
+        "work_type_id": row.name,
+        "queue": spec.queue,
+        "priority": row.priority if priority is None else priority,
+        "max_attempts": row.max_attempts,
+        "not_before": not_before,
+        "complete_by": complete_by,
+        "submitted_by_id": submitted_by.pk if getattr(submitted_by, "pk", None) else None,
+    }
     with transaction.atomic():
-        created = WorkItem.objects.bulk_create(items, batch_size=2000)
+        if connection.vendor == "postgresql":
+            ids = _insert_unnest(shared=shared, payloads=cleaned)
+        else:
+            items = WorkItem.objects.bulk_create([WorkItem(payload=p, **shared) for p in cleaned], batch_size=2000)
+            ids = [item.pk for item in items]
         transaction.on_commit(lambda: work_items_release(queues=[spec.queue], retries_due=False))
-    return created
+    return ids
+
+
+def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict]) -> list[int]:
+    """PostgreSQL: one INSERT ... SELECT FROM unnest(payloads) for the whole batch.
+    Items of one submission differ only in payload, and the ORM's per-field
+    preparation made bulk_create the bottleneck (about 9k items/s)."""
+    texts: dict[int, str] = {}
+    column = [texts.setdefault(id(p), json.dumps(p)) for p in payloads]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduling_workitem (
+                work_type_id, queue, priority, max_attempts, not_before, complete_by, submitted_by_id, payload,
+                status, blocked_reason, attempt, requeue_count, progress, progress_message, cost_total, error,
+                created_at, updated_at)
+            SELECT %s, %s, %s, %s, %s, %s, %s, payload::jsonb, %s, '', 0, 0, 0, '', 0, '', now(), now()
+            FROM unnest(%s::text[]) WITH ORDINALITY AS batch(payload, n)
+            ORDER BY n
+            RETURNING id
+            """,
+            [
+                shared["work_type_id"],
+                shared["queue"],
+                shared["priority"],
+                shared["max_attempts"],
+                shared["not_before"],
+                shared["complete_by"],
+                shared["submitted_by_id"],
+                S.PENDING,
+                column,
+            ],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def work_items_submit(**options: Any) -> list[WorkItem]:
+    """Like work_items_submit_ids, returning the items (one more query)."""
+    ids = work_items_submit_ids(**options)
+    found = WorkItem.objects.select_related("work_type").in_bulk(ids)
+    return [found[pk] for pk in ids]
 
 
 def work_item_submit(*, work_type: str, payload: Any = None, **options: Any) -> WorkItem:
@@ -473,6 +520,7 @@ def work_item_fail(
     retryable: bool = True,
     outcome: str = AttemptOutcome.FAILED,
     retry_delay: float | None = None,
+    release: bool = True,
 ) -> str | None:
     """End a running attempt as failed. Retries (retry_wait, with backoff unless
     `retry_delay` is given) while attempts remain and the error is retryable,
@@ -510,8 +558,10 @@ def work_item_fail(
         if won is None:
             return None
         _attempt_close(work_item_id=work_item_id, attempt=attempt, outcome=outcome, error=error)
-        # A retry due now, or a freed slot in the window, lets the next item go.
-        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
+        # A retry due now, or a freed slot in the window, lets the next item go. The
+        # supervisor passes release=False and releases once at the end of its tick.
+        if release:
+            transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
     return to_status
 
 

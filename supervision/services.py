@@ -113,6 +113,7 @@ def intervene(*, run: SupervisorRun | None, finding: monitors.Finding) -> bool:
             outcome=outcome,
             error=f"{decision.reason}: {finding.evidence}",
             retry_delay=decision.retry_delay,
+            release=False,  # the tick releases once, after every monitor has acted
         )
         ok = status is not None
         if ok and action == "revoke_retry":

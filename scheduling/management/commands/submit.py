@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 
 from project.commands import BadInput
 from project.exceptions import ShepherdError
-from scheduling.services import work_items_submit
+from scheduling.services import work_items_submit_ids
 
 
 class Command(BaseCommand):
@@ -22,10 +22,9 @@ class Command(BaseCommand):
         if not 1 <= count <= 1_000_000:
             raise BadInput(f"--count must be between 1 and 1000000, not {count}")
         try:
-            items = work_items_submit(work_type=work_type, payloads=[payload_value] * count, priority=priority)
+            ids = work_items_submit_ids(work_type=work_type, payloads=[payload_value] * count, priority=priority)
         except ShepherdError as error:
             raise BadInput(str(error)) from None
-        ids = [item.pk for item in items]
         if json:
             self.stdout.write(_dumps(ids))
         else:

@@ -1,0 +1,29 @@
+"""Bare Celery for comparison: the same broker, pool, concurrency, prefetch and acks
+as Shepherd's agents, and a no-op task that only counts itself (one Redis INCR)."""
+
+import os
+
+import redis
+from celery import Celery
+
+app = Celery("bare", broker=os.environ["BENCH_BROKER_URL"])
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "1")),
+    task_default_queue="bare",
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+_counter: redis.Redis | None = None
+
+
+@app.task(name="bare.noop")
+def noop(run: str) -> None:
+    global _counter
+    if _counter is None:
+        _counter = redis.Redis.from_url(os.environ["BENCH_COUNTER_URL"])
+    _counter.incr(f"bench:{run}")
