@@ -11,13 +11,14 @@ BIN := $(VENV)/bin
 BACKENDS ?= embedded postgres-redis postgres-rabbitmq
 PYTEST_ARGS ?=
 
-.PHONY: help venv run setup test test-backend lint format chaos clean
+.PHONY: help venv run setup test test-backend lint format chaos bench bench-quick clean
 
 help:
 	@echo "make run     set up (venv, migrate, admin user) and start web, agents, beat, Flower, broker"
 	@echo "make test    lint, then every test tier on: $(BACKENDS)"
 	@echo "make chaos   only the chaos tier (BACKENDS=... to choose)"
 	@echo "make lint    ruff check + format check"
+	@echo "make bench   Shepherd vs bare Celery (B1-B6) on PostgreSQL, Redis, RabbitMQ; ~25 min"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found (python3.12 or ~/.pyenv/versions/3.12*)"; exit 1; }
@@ -66,6 +67,13 @@ chaos: venv
 	@status=0; for backend in $(BACKENDS); do \
 		SHEPHERD_TEST_BACKEND=$$backend $(BIN)/pytest tests/chaos $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
+
+# Needs the PostgreSQL, Redis and RabbitMQ servers (README: Performance).
+bench: venv
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: venv
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) staticfiles var/test
