@@ -6,6 +6,7 @@ sends worker_init; model imports stay inside the handlers for that reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -85,17 +86,29 @@ def _register(sender, **kwargs) -> None:
         raise RuntimeError("could not register the agent: is the database reachable?")
     # The pool forks after this; children must not share this process's DB socket.
     connection.close()
+    # Beat from now on, not from worker_ready: forking a large pool takes seconds
+    # (measured: 12 s for 50 processes here), long enough to be declared dead. The
+    # children inherit no lock this thread holds: its DB connection is thread-local
+    # and Python reinitialises logging's locks at fork.
+    _heartbeat_start(_agent_id())
 
 
-@worker_ready.connect
-def _start_heartbeat(sender, **kwargs) -> None:
+def _heartbeat_start(agent_id: int) -> None:
     global _heartbeat
     from django.conf import settings
 
+    _heartbeat = _HeartbeatThread(agent_id, settings.AGENT_HEARTBEAT_SECONDS)
+    _heartbeat.start()
+
+
+@worker_ready.connect
+def _beat_when_ready(sender, **kwargs) -> None:
+    from agents.services import agent_heartbeat
+
     agent_id = _agent_id()
     if agent_id is not None:
-        _heartbeat = _HeartbeatThread(agent_id, settings.AGENT_HEARTBEAT_SECONDS)
-        _heartbeat.start()
+        with contextlib.suppress(Exception):  # the thread beats again within an interval
+            agent_heartbeat(agent_id=agent_id)
 
 
 @worker_shutting_down.connect

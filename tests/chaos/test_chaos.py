@@ -2,8 +2,8 @@
 
 Each scenario appends a line to var/test/chaos-results.jsonl (scenario, items,
 lost, completed twice, attempts, slowest recovery); conftest prints the table.
-"Recovery" is from the dead agent's last heartbeat to its items being queued for
-a new attempt (the supervisor's part); running again also waits for a free process.
+"Recovery" is from the dead agent's last heartbeat to the supervisor failing its
+items' attempts for a retry; running again also waits for a free process.
 """
 
 import json
@@ -80,12 +80,12 @@ def test_sigkill_agent_main_process_while_20_items_run(platform):
     victim_agent.refresh_from_db()
     assert victim_agent.status == "lost"
     assert Intervention.objects.filter(action="mark_agent_lost", agent=victim_agent).count() == 1
-    # Recovery, from DB timestamps, measured from the victim's last beat: when each
-    # held item was queued again for a new attempt (the supervisor's part), and when
-    # it ran again (that also waits for a free slot on the survivor).
+    # Recovery, from DB timestamps, measured from the victim's last beat: when the
+    # supervisor failed each held attempt for a retry (its Intervention row), and when
+    # the item ran again (that also waits for a window slot on the busy survivor).
     beat = victim_agent.last_heartbeat_at
-    requeued = WorkItemEvent.objects.filter(work_item__in=held, kind="transition", to_status="queued", attempt__gt=1)
-    requeue_s = max(((t - beat).total_seconds() for t in requeued.values_list("at", flat=True)), default=None)
+    retried = Intervention.objects.filter(work_item__in=held, action="retry").values_list("at", flat=True)
+    requeue_s = max(((t - beat).total_seconds() for t in retried), default=None)
     restarts = Attempt.objects.filter(work_item__in=held, number__gt=1).values_list("started_at", flat=True)
     running_s = max(((t - beat).total_seconds() for t in restarts), default=None)
     record("sigkill agent main (20 items)", {**counts, "slowest_running_again_s": running_s}, requeue_s)
