@@ -1,0 +1,54 @@
+"""Every write to work items: submission, release into queues, and each state transition.
+
+A transition is one conditional UPDATE fenced by status and attempt; it reports
+whether it won. The loser changes nothing. Each winning transition appends a
+WorkItemEvent in the same transaction.
+"""
+
+from scheduling.services.release import queue_window, work_item_redispatch, work_items_release
+from scheduling.services.submission import (
+    work_item_get,
+    work_item_submit,
+    work_items_submit,
+    work_items_submit_ids,
+    work_types_sync,
+)
+from scheduling.services.transitions import (
+    ClaimedItem,
+    attempt_revoke,
+    work_item_cancel,
+    work_item_charge,
+    work_item_claim,
+    work_item_dead_letter,
+    work_item_fail,
+    work_item_finish_rejected,
+    work_item_lease_renew,
+    work_item_progress_report,
+    work_item_requeue,
+    work_item_retry,
+    work_item_succeed,
+)
+
+__all__ = [
+    "ClaimedItem",
+    "attempt_revoke",
+    "queue_window",
+    "work_item_cancel",
+    "work_item_charge",
+    "work_item_claim",
+    "work_item_dead_letter",
+    "work_item_fail",
+    "work_item_finish_rejected",
+    "work_item_get",
+    "work_item_lease_renew",
+    "work_item_progress_report",
+    "work_item_redispatch",
+    "work_item_requeue",
+    "work_item_retry",
+    "work_item_submit",
+    "work_item_succeed",
+    "work_items_release",
+    "work_items_submit",
+    "work_items_submit_ids",
+    "work_types_sync",
+]

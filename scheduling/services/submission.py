@@ -1,0 +1,168 @@
+"""Work types and submission: validate every payload, insert the batch, release after commit."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+
+from project.exceptions import NotFound, ValidationError
+from scheduling import registry, routing
+from scheduling.models import (
+    WorkItem,
+    WorkItemStatus,
+    WorkType,
+)
+from scheduling.services.release import work_items_release
+
+logger = logging.getLogger("scheduling.services")
+S = WorkItemStatus
+
+
+def work_types_sync(*, using: str = "default") -> None:
+    """Mirror the code registry into WorkType rows. Code owns routing and schema;
+    operators own the tunables (priority, attempts, budget, paused) after creation."""
+    specs = registry.work_type_specs()
+    routing.routing_table()  # fail loudly on a queue the routing table does not declare
+    for spec in specs.values():
+        WorkType.objects.using(using).update_or_create(
+            name=spec.name,
+            defaults={
+                "queue": spec.queue,
+                "description": spec.description,
+                "payload_schema": spec.payload_schema,
+                "capabilities": list(spec.capabilities),
+                "in_code": True,
+            },
+            create_defaults={
+                "queue": spec.queue,
+                "description": spec.description,
+                "payload_schema": spec.payload_schema,
+                "capabilities": list(spec.capabilities),
+                "priority": spec.priority,
+                "max_attempts": spec.max_attempts,
+                "budget_seconds": spec.budget_seconds,
+            },
+        )
+    WorkType.objects.using(using).exclude(name__in=list(specs)).update(in_code=False)
+
+
+def _work_type_row(name: str) -> WorkType:
+    registry.work_type_spec(name)  # unknown names fail with the list of known ones
+    row = WorkType.objects.filter(name=name).first()
+    if row is None:
+        work_types_sync()
+        row = WorkType.objects.get(name=name)
+    return row
+
+
+def _priority_check(priority: Any) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ValidationError(f"priority must be an integer from 0 to 9, not {priority!r}")
+
+
+def work_items_submit_ids(
+    *,
+    work_type: str,
+    payloads: list[Any],
+    priority: int | None = None,
+    submitted_by: Any = None,
+    not_before: datetime | None = None,
+    complete_by: datetime | None = None,
+) -> list[int]:
+    """Validate every payload, then insert all items in one transaction (all or none);
+    returns their ids in payload order.
+
+    Items start `pending` and are released into their queue after commit.
+    Raises ValidationError, naming the first bad payload, before anything is written.
+    """
+    spec = registry.work_type_spec(work_type)
+    if priority is not None:
+        _priority_check(priority)
+    if not payloads:
+        raise ValidationError("nothing to submit: no payloads given")
+    cleaned = []
+    seen: dict[int, dict] = {}  # `--count N` passes one payload object N times: validate it once
+    for index, payload in enumerate(payloads):
+        if id(payload) in seen:
+            cleaned.append(seen[id(payload)])
+            continue
+        try:
+            seen[id(payload)] = registry.payload_validate(spec, payload)
+        except ValidationError as error:
+            prefix = f"item {index + 1}: " if len(payloads) > 1 else ""
+            raise ValidationError(f"{prefix}{error}") from None
+        cleaned.append(seen[id(payload)])
+    row = _work_type_row(work_type)
+    shared = {
+        "work_type_id": row.name,
+        "queue": spec.queue,
+        "priority": row.priority if priority is None else priority,
+        "max_attempts": row.max_attempts,
+        "not_before": not_before,
+        "complete_by": complete_by,
+        "submitted_by_id": submitted_by.pk if getattr(submitted_by, "pk", None) else None,
+    }
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            ids = _insert_unnest(shared=shared, payloads=cleaned)
+        else:
+            items = WorkItem.objects.bulk_create([WorkItem(payload=p, **shared) for p in cleaned], batch_size=2000)
+            ids = [item.pk for item in items]
+        transaction.on_commit(lambda: work_items_release(queues=[spec.queue], retries_due=False))
+    return ids
+
+
+def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict]) -> list[int]:
+    """PostgreSQL: one INSERT ... SELECT FROM unnest(payloads) for the whole batch.
+    Items of one submission differ only in payload, and the ORM's per-field
+    preparation made bulk_create the bottleneck (about 9k items/s)."""
+    texts: dict[int, str] = {}
+    column = [texts.setdefault(id(p), json.dumps(p)) for p in payloads]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduling_workitem (
+                work_type_id, queue, priority, max_attempts, not_before, complete_by, submitted_by_id, payload,
+                status, blocked_reason, attempt, requeue_count, progress, progress_message, cost_total, error,
+                created_at, updated_at)
+            SELECT %s, %s, %s, %s, %s, %s, %s, payload::jsonb, %s, '', 0, 0, 0, '', 0, '', now(), now()
+            FROM unnest(%s::text[]) WITH ORDINALITY AS batch(payload, n)
+            ORDER BY n
+            RETURNING id
+            """,
+            [
+                shared["work_type_id"],
+                shared["queue"],
+                shared["priority"],
+                shared["max_attempts"],
+                shared["not_before"],
+                shared["complete_by"],
+                shared["submitted_by_id"],
+                S.PENDING,
+                column,
+            ],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def work_items_submit(**options: Any) -> list[WorkItem]:
+    """Like work_items_submit_ids, returning the items (one more query)."""
+    ids = work_items_submit_ids(**options)
+    found = WorkItem.objects.select_related("work_type").in_bulk(ids)
+    return [found[pk] for pk in ids]
+
+
+def work_item_submit(*, work_type: str, payload: Any = None, **options: Any) -> WorkItem:
+    """Submit one item; see work_items_submit."""
+    return work_items_submit(work_type=work_type, payloads=[{} if payload is None else payload], **options)[0]
+
+
+def work_item_get(*, work_item_id: Any) -> WorkItem:
+    try:
+        return WorkItem.objects.get(pk=int(work_item_id))
+    except (ValueError, TypeError, WorkItem.DoesNotExist):
+        raise NotFound(f"no work item with id {work_item_id!r}") from None
