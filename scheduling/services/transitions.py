@@ -321,43 +321,50 @@ def work_item_dead_letter(*, work_item_id: int, actor: str, reason: str, attempt
     return True
 
 
-def work_item_retry(*, work_item_id: int, actor: str, reason: str = "retry requested") -> bool:
-    """Start the next attempt now: a retry_wait item skips the rest of its backoff."""
+def _back_to_pending(
+    *, work_item_id: int, from_statuses: list[str], actor: str, reason: str, changes: dict[str, Any]
+) -> bool:
     with transaction.atomic():
         row = _transition(
             work_item_id=work_item_id,
             to_status=S.PENDING,
-            from_statuses=[S.RETRY_WAIT],
+            from_statuses=from_statuses,
             actor=actor,
             reason=reason,
-            changes={"not_before": None},
+            changes=changes,
         )
         if row is None:
             return False
-        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
+        # Nothing here makes a retry due, so the release skips promoting retries.
+        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
+
+
+def work_item_retry(*, work_item_id: int, actor: str, reason: str = "retry requested") -> bool:
+    """Start the next attempt now: a retry_wait item skips the rest of its backoff."""
+    return _back_to_pending(
+        work_item_id=work_item_id,
+        from_statuses=[S.RETRY_WAIT],
+        actor=actor,
+        reason=reason,
+        changes={"not_before": None},
+    )
 
 
 def work_item_requeue(*, work_item_id: int, actor: str, reason: str = "requeued by operator") -> bool:
     """dead/cancelled -> pending with one more attempt granted (audited in the event log)."""
-    with transaction.atomic():
-        row = _transition(
-            work_item_id=work_item_id,
-            to_status=S.PENDING,
-            from_statuses=[S.DEAD, S.CANCELLED],
-            actor=actor,
-            reason=reason,
-            changes={
-                "requeue_count": F("requeue_count") + 1,
-                "not_before": None,
-                "finished_at": None,
-                "error": "",
-                "result": None,
-                "progress": 0.0,
-                "progress_message": "",
-            },
-        )
-        if row is None:
-            return False
-        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
-    return True
+    return _back_to_pending(
+        work_item_id=work_item_id,
+        from_statuses=[S.DEAD, S.CANCELLED],
+        actor=actor,
+        reason=reason,
+        changes={
+            "requeue_count": F("requeue_count") + 1,
+            "not_before": None,
+            "finished_at": None,
+            "error": "",
+            "result": None,
+            "progress": 0.0,
+            "progress_message": "",
+        },
+    )
