@@ -103,12 +103,16 @@ def _heartbeat_start(agent_id: int) -> None:
 
 @worker_ready.connect
 def _beat_when_ready(sender, **kwargs) -> None:
+    from django.db import connection
+
     from agents.services import agent_heartbeat
 
     agent_id = _agent_id()
     if agent_id is not None:
         with contextlib.suppress(Exception):  # the thread beats again within an interval
             agent_heartbeat(agent_id=agent_id)
+        # Pool processes forked later (replacements) must not inherit an open socket.
+        connection.close()
 
 
 @worker_shutting_down.connect

@@ -294,7 +294,7 @@ def work_item_cancel(*, work_item_id: int, actor: str, reason: str = "cancelled"
             _revoke_after_commit(
                 work_item_id=work_item_id, attempt=row["attempt"], terminate=row["status"] == S.RUNNING
             )
-            transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
+            transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
 
 
@@ -317,7 +317,7 @@ def work_item_dead_letter(*, work_item_id: int, actor: str, reason: str, attempt
                 work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.FAILED, error=reason
             )
         _revoke_after_commit(work_item_id=work_item_id, attempt=row["attempt"], terminate=row["status"] == S.RUNNING)
-        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
+        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
 
 
