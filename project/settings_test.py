@@ -42,13 +42,15 @@ else:
 from project.settings import *  # noqa: E402,F403
 from project.settings import DATABASES, EMBEDDED_BROKER_SOCKET  # noqa: E402
 
+# Two checkouts testing at once on one machine pick different names for these.
+_TEST_DB_NAME = os.environ.get("SHEPHERD_TEST_PG_NAME", "test_shepherd")
 if BACKEND == "embedded":
     CELERY_BROKER_URL = f"redis+socket://{EMBEDDED_BROKER_SOCKET}"
 elif BACKEND == "postgres-redis":
-    DATABASES["default"]["TEST"] = {"NAME": "test_shepherd"}
+    DATABASES["default"]["TEST"] = {"NAME": _TEST_DB_NAME}
     CELERY_BROKER_URL = os.environ.get("SHEPHERD_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 else:
-    DATABASES["default"]["TEST"] = {"NAME": "test_shepherd"}
+    DATABASES["default"]["TEST"] = {"NAME": _TEST_DB_NAME}
     CELERY_BROKER_URL = os.environ.get("SHEPHERD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/shepherd_test")
 
 # Subprocesses (workers, beat, commands) are pointed at the database pytest created.
