@@ -67,9 +67,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "ninja",  # serves its Swagger UI from static files, not a CDN
     "scheduling",
     "agents",
     "supervision",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -207,4 +209,10 @@ RETRY_BACKOFF_BASE_SECONDS = env_float("RETRY_BACKOFF_BASE_SECONDS", 2)
 RETRY_BACKOFF_MAX_SECONDS = env_float("RETRY_BACKOFF_MAX_SECONDS", 300)
 # Modules that declare work types with @work_type; imported at startup.
 SHEPHERD_WORK_TYPE_MODULES = env_list("SHEPHERD_WORK_TYPE_MODULES", "scheduling.demo")
+# JSON API: requests per minute per token (a token may set its own), and the
+# largest request body any view accepts (a batch of payloads is one body).
+SHEPHERD_API_RATE_LIMIT_PER_MINUTE = env_int("SHEPHERD_API_RATE_LIMIT_PER_MINUTE", 600)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("SHEPHERD_MAX_REQUEST_BYTES", 10 * 1024 * 1024)
+# Django's task API runs @task functions as Shepherd work items (scheduling.tasks_backend).
+TASKS = {"default": {"BACKEND": "scheduling.tasks_backend.ShepherdBackend"}}
 SHEPHERD_FLOWER_URL = env_str("SHEPHERD_FLOWER_URL", "http://127.0.0.1:5555/")

@@ -1,14 +1,25 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.http import JsonResponse
+from django.urls import path, re_path
 from django.views.generic import RedirectView
+
+from api.views import api
 
 admin.site.site_header = "Shepherd operator console"
 admin.site.site_title = "Shepherd"
 admin.site.index_title = "Scheduler · Agents · Supervisor"
 admin.site.site_url = settings.SHEPHERD_FLOWER_URL  # "View site" opens Flower (also behind a login)
 
+
+def api_not_found(request, rest=""):
+    error = {"status": 404, "code": "not_found", "message": f"no API endpoint at {request.path}; see /api/docs"}
+    return JsonResponse({"error": {**error, "details": None}}, status=404)
+
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    re_path(r"^api/(?P<rest>.*)$", api_not_found),
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
 ]

@@ -89,6 +89,9 @@ class WorkItem(models.Model):
     submitted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="work_items"
     )
+    idempotency_key = models.CharField(
+        max_length=200, blank=True, help_text="Resubmitting with the same key (per submitter) returns this item."
+    )
     agent = models.ForeignKey(
         "agents.Agent",
         null=True,
@@ -123,6 +126,18 @@ class WorkItem(models.Model):
                 condition=Q(attempt__lte=models.F("max_attempts") + models.F("requeue_count")),
                 name="work_item_attempts_within_limit",
             ),
+            # One item per idempotency key and submitter; keys of anonymous
+            # submissions (commands, Python) share one namespace.
+            models.UniqueConstraint(
+                fields=["submitted_by", "idempotency_key"],
+                condition=~Q(idempotency_key="") & Q(submitted_by__isnull=False),
+                name="work_item_idempotency_per_user",
+            ),
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=~Q(idempotency_key="") & Q(submitted_by__isnull=True),
+                name="work_item_idempotency_anonymous",
+            ),
         ]
         indexes = [
             # Release scan: next pending items of a queue in priority order.
@@ -134,6 +149,8 @@ class WorkItem(models.Model):
             models.Index(fields=["dispatched_at"], name="work_item_queued_idx", condition=Q(status=S.QUEUED)),
             models.Index(fields=["not_before"], name="work_item_retry_due_idx", condition=Q(status=S.RETRY_WAIT)),
             models.Index(fields=["status", "work_type"], name="work_item_status_type_idx"),
+            # "My items" lists for users of the API and dashboard.
+            models.Index(fields=["submitted_by", "-id"], name="work_item_submitter_idx"),
         ]
 
     def __str__(self) -> str:

@@ -27,6 +27,9 @@ class WorkTypeSpec:
     budget_seconds: int | None = None
     capabilities: tuple[str, ...] = ()
     payload_schema: dict = field(default_factory=lambda: {"type": "object"})
+    # Internal types are submitted by platform code only (e.g. the django.tasks
+    # backend), never through the API, forms or commands.
+    internal: bool = False
 
 
 _REGISTRY: dict[str, WorkTypeSpec] = {}
@@ -42,6 +45,7 @@ def work_type(
     budget_seconds: int | None = None,
     capabilities: tuple[str, ...] | list[str] = (),
     payload_schema: dict | None = None,
+    internal: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Declare a handler as a work type. `queue` must be a queue in scheduling.routing."""
     schema = payload_schema or {"type": "object"}
@@ -62,14 +66,19 @@ def work_type(
             budget_seconds=budget_seconds,
             capabilities=tuple(capabilities),
             payload_schema=schema,
+            internal=internal,
         )
         return handler
 
     return register
 
 
+# Work types the platform itself declares, loaded whatever the settings list.
+BUILTIN_WORK_TYPE_MODULES = ("scheduling.tasks_backend",)
+
+
 def load_work_type_modules() -> None:
-    for module in settings.SHEPHERD_WORK_TYPE_MODULES:
+    for module in (*BUILTIN_WORK_TYPE_MODULES, *settings.SHEPHERD_WORK_TYPE_MODULES):
         importlib.import_module(module)
 
 

@@ -5,11 +5,14 @@ whether it won. The loser changes nothing. Each winning transition appends a
 WorkItemEvent in the same transaction.
 """
 
+from scheduling.services.operator import OPERATOR_ACTIONS, ActionRefused, work_item_operator_action
 from scheduling.services.release import queue_window, work_item_redispatch, work_items_release
 from scheduling.services.submission import (
+    Submission,
     work_item_get,
     work_item_submit,
     work_items_submit,
+    work_items_submit_batch,
     work_items_submit_ids,
     work_types_sync,
 )
@@ -30,7 +33,10 @@ from scheduling.services.transitions import (
 )
 
 __all__ = [
+    "OPERATOR_ACTIONS",
+    "ActionRefused",
     "ClaimedItem",
+    "Submission",
     "attempt_revoke",
     "queue_window",
     "work_item_cancel",
@@ -41,6 +47,7 @@ __all__ = [
     "work_item_finish_rejected",
     "work_item_get",
     "work_item_lease_renew",
+    "work_item_operator_action",
     "work_item_progress_report",
     "work_item_redispatch",
     "work_item_requeue",
@@ -49,6 +56,7 @@ __all__ = [
     "work_item_succeed",
     "work_items_release",
     "work_items_submit",
+    "work_items_submit_batch",
     "work_items_submit_ids",
     "work_types_sync",
 ]

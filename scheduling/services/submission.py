@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from project.exceptions import NotFound, ValidationError
 from scheduling import registry, routing
@@ -64,7 +64,35 @@ def _priority_check(priority: Any) -> None:
         raise ValidationError(f"priority must be an integer from 0 to 9, not {priority!r}")
 
 
-def work_items_submit_ids(
+class Submission(NamedTuple):
+    ids: list[int]
+    created: bool  # False when an idempotency key matched an earlier submission
+
+
+def _idempotency_keys(key: str | None, count: int) -> list[str]:
+    """Item keys for a submission: the key itself for one item, `key#1..n` for a batch."""
+    if not key:
+        return [""] * count
+    if not isinstance(key, str) or len(key) > 180 or not key.isprintable():
+        raise ValidationError("idempotency key must be printable text of at most 180 characters")
+    return [key] if count == 1 else [f"{key}#{n}" for n in range(1, count + 1)]
+
+
+def _submitted_before(keys: list[str], submitted_by_id: int | None) -> list[int] | None:
+    """Ids of an earlier submission with these keys, in order, or None if there was none."""
+    found = dict(
+        WorkItem.objects.filter(submitted_by_id=submitted_by_id, idempotency_key__in=keys).values_list(
+            "idempotency_key", "id"
+        )
+    )
+    if not found:
+        return None
+    if len(found) != len(keys):
+        raise ValidationError("idempotency key was used before for a submission of a different size")
+    return [found[key] for key in keys]
+
+
+def work_items_submit_batch(
     *,
     work_type: str,
     payloads: list[Any],
@@ -72,18 +100,32 @@ def work_items_submit_ids(
     submitted_by: Any = None,
     not_before: datetime | None = None,
     complete_by: datetime | None = None,
-) -> list[int]:
-    """Validate every payload, then insert all items in one transaction (all or none);
-    returns their ids in payload order.
+    idempotency_key: str | None = None,
+    queue: str | None = None,
+    allow_internal: bool = False,
+) -> Submission:
+    """Validate every payload, then insert all items in one transaction (all or none).
 
     Items start `pending` and are released into their queue after commit.
-    Raises ValidationError, naming the first bad payload, before anything is written.
+    Raises ValidationError, naming the first bad payload, before anything is
+    written. With an idempotency key, a resubmission by the same submitter
+    returns the earlier items (created=False) and writes nothing. `queue`
+    overrides the work type's queue (the django.tasks backend routes per task);
+    internal work types are only for platform code that passes allow_internal.
     """
     spec = registry.work_type_spec(work_type)
+    if spec.internal and not allow_internal:
+        raise ValidationError(f"work type {work_type!r} is internal to the platform and cannot be submitted directly")
     if priority is not None:
         _priority_check(priority)
+    if queue is not None and queue not in routing.work_queue_names():
+        raise ValidationError(f"unknown queue {queue!r} (known: {', '.join(routing.work_queue_names())})")
     if not payloads:
         raise ValidationError("nothing to submit: no payloads given")
+    submitted_by_id = submitted_by.pk if getattr(submitted_by, "pk", None) else None
+    keys = _idempotency_keys(idempotency_key, len(payloads))
+    if idempotency_key and (earlier := _submitted_before(keys, submitted_by_id)) is not None:
+        return Submission(earlier, created=False)
     cleaned = []
     seen: dict[int, dict] = {}  # `--count N` passes one payload object N times: validate it once
     for index, payload in enumerate(payloads):
@@ -97,26 +139,42 @@ def work_items_submit_ids(
             raise ValidationError(f"{prefix}{error}") from None
         cleaned.append(seen[id(payload)])
     row = _work_type_row(work_type)
+    target_queue = queue or spec.queue
     shared = {
         "work_type_id": row.name,
-        "queue": spec.queue,
+        "queue": target_queue,
         "priority": row.priority if priority is None else priority,
         "max_attempts": row.max_attempts,
         "not_before": not_before,
         "complete_by": complete_by,
-        "submitted_by_id": submitted_by.pk if getattr(submitted_by, "pk", None) else None,
+        "submitted_by_id": submitted_by_id,
     }
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            ids = _insert_unnest(shared=shared, payloads=cleaned)
-        else:
-            items = WorkItem.objects.bulk_create([WorkItem(payload=p, **shared) for p in cleaned], batch_size=2000)
-            ids = [item.pk for item in items]
-        transaction.on_commit(lambda: work_items_release(queues=[spec.queue], retries_due=False))
-    return ids
+    try:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                ids = _insert_unnest(shared=shared, payloads=cleaned, keys=keys)
+            else:
+                items = WorkItem.objects.bulk_create(
+                    [WorkItem(payload=p, idempotency_key=k, **shared) for p, k in zip(cleaned, keys, strict=True)],
+                    batch_size=2000,
+                )
+                ids = [item.pk for item in items]
+            transaction.on_commit(lambda: work_items_release(queues=[target_queue], retries_due=False))
+    except IntegrityError:
+        # A concurrent submission with the same key won the insert; return its items.
+        earlier = _submitted_before(keys, submitted_by_id) if idempotency_key else None
+        if earlier is None:
+            raise
+        return Submission(earlier, created=False)
+    return Submission(ids, created=True)
 
 
-def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict]) -> list[int]:
+def work_items_submit_ids(**options: Any) -> list[int]:
+    """Submit a batch (see work_items_submit_batch); returns the ids in payload order."""
+    return work_items_submit_batch(**options).ids
+
+
+def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[str]) -> list[int]:
     """PostgreSQL: one INSERT ... SELECT FROM unnest(payloads) for the whole batch.
     Items of one submission differ only in payload, and the ORM's per-field
     preparation made bulk_create the bottleneck (about 9k items/s)."""
@@ -127,10 +185,10 @@ def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict]) -> list[int]
             """
             INSERT INTO scheduling_workitem (
                 work_type_id, queue, priority, max_attempts, not_before, complete_by, submitted_by_id, payload,
-                status, blocked_reason, attempt, requeue_count, progress, progress_message, cost_total, error,
-                created_at, updated_at)
-            SELECT %s, %s, %s, %s, %s, %s, %s, payload::jsonb, %s, '', 0, 0, 0, '', 0, '', now(), now()
-            FROM unnest(%s::text[]) WITH ORDINALITY AS batch(payload, n)
+                idempotency_key, status, blocked_reason, attempt, requeue_count, progress, progress_message,
+                cost_total, error, created_at, updated_at)
+            SELECT %s, %s, %s, %s, %s, %s, %s, payload::jsonb, key, %s, '', 0, 0, 0, '', 0, '', now(), now()
+            FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS batch(payload, key, n)
             ORDER BY n
             RETURNING id
             """,
@@ -144,6 +202,7 @@ def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict]) -> list[int]
                 shared["submitted_by_id"],
                 S.PENDING,
                 column,
+                keys,
             ],
         )
         return [row[0] for row in cursor.fetchall()]

@@ -2,18 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from agents.selectors import agents_overview
-from scheduling.selectors import queue_depths, work_item_counts
-from supervision.selectors import supervisor_last_run
-
-
-def platform_status() -> dict:
-    return {
-        "counts": work_item_counts(),
-        "queues": queue_depths(),
-        "agents": agents_overview(),
-        "supervisor": supervisor_last_run(),
-    }
+from project.platform import platform_status
 
 
 class Command(BaseCommand):

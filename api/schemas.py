@@ -1,0 +1,146 @@
+"""Request and response shapes of the JSON API; the OpenAPI schema is generated from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from ninja import Field, Schema
+from pydantic import AwareDatetime, BeforeValidator, ConfigDict, StrictInt
+
+# Long enough for any real batch, short enough to bound one request's work.
+MAX_BATCH_ITEMS = 10_000
+
+
+def _iso_text_only(value: Any) -> Any:
+    # Pydantic would read a number as a Unix timestamp; the schema promises an
+    # ISO 8601 string, so anything else is the client's mistake.
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string with a time zone")
+    return value
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text_only)]
+
+
+class StrictIn(Schema):
+    # Unknown fields are a client bug worth reporting, not something to drop silently.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(Schema):
+    status: int
+    code: str = Field(description="Stable machine-readable code, e.g. illegal_transition.")
+    message: str
+    details: Any = None
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+class WorkTypeOut(Schema):
+    name: str
+    queue: str
+    description: str
+    priority: int
+    max_attempts: int
+    budget_seconds: int | None
+    capabilities: list[str]
+    paused: bool
+    payload_schema: dict[str, Any]
+
+
+class SubmitOptions(StrictIn):
+    work_type: str = Field(min_length=1, max_length=100, examples=["demo.sleep"])
+    priority: StrictInt | None = Field(None, ge=0, le=9, description="0-9, higher first; default: the work type's.")
+    not_before: IsoDatetime | None = Field(None, description="Do not start before this time (ISO 8601 with zone).")
+    complete_by: IsoDatetime | None = Field(None, description="Deadline (ISO 8601 with zone).")
+
+
+class ItemSubmitIn(SubmitOptions):
+    payload: dict[str, Any] = Field(default_factory=dict, description="Must satisfy the work type's payload schema.")
+
+
+class BatchSubmitIn(SubmitOptions):
+    payloads: list[dict[str, Any]] = Field(min_length=1, description=f"At most {MAX_BATCH_ITEMS} payloads.")
+
+
+class BatchOut(Schema):
+    ids: list[int]
+    count: int
+    created: bool = Field(description="False when the Idempotency-Key matched an earlier batch.")
+
+
+class AttemptOut(Schema):
+    number: int
+    agent: str | None
+    outcome: str
+    started_at: datetime
+    finished_at: datetime | None
+    error: str
+    cost: float
+
+
+class ItemOut(Schema):
+    id: int
+    work_type: str
+    queue: str
+    status: str
+    blocked_reason: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    progress: float
+    progress_message: str
+    submitted_by: str | None
+    idempotency_key: str
+    created_at: datetime
+    not_before: datetime | None
+    complete_by: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    cost_total: float
+
+
+class ItemDetailOut(ItemOut):
+    payload: dict[str, Any]
+    result: Any
+    error: str
+    attempts: list[AttemptOut]
+
+
+class ItemPageOut(Schema):
+    items: list[ItemOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+class AgentOut(Schema):
+    id: int
+    name: str
+    status: str
+    pid: int | None
+    hostname: str
+    queues: list[str]
+    concurrency: int
+    capabilities: Any
+    heartbeat_age_seconds: float
+
+
+class SupervisorOut(Schema):
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    findings: int
+    actions: int
+    released: int
+    error: bool
+    age_seconds: float
+    silent: bool
+
+
+class StatusOut(Schema):
+    counts: dict[str, int] = Field(description="Items per state (for non-staff: their own items).")
+    queues: dict[str, dict[str, int]]
+    agents: list[AgentOut]
+    supervisor: SupervisorOut | None
