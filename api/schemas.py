@@ -136,6 +136,7 @@ class SupervisorOut(Schema):
     released: int
     error: bool
     age_seconds: float
+    duration_seconds: float | None
     silent: bool
 
 

@@ -213,6 +213,10 @@ SHEPHERD_WORK_TYPE_MODULES = env_list("SHEPHERD_WORK_TYPE_MODULES", "scheduling.
 # largest request body any view accepts (a batch of payloads is one body).
 SHEPHERD_API_RATE_LIMIT_PER_MINUTE = env_int("SHEPHERD_API_RATE_LIMIT_PER_MINUTE", 600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("SHEPHERD_MAX_REQUEST_BYTES", 10 * 1024 * 1024)
+# /metrics: scrapers send `Authorization: Bearer <SHEPHERD_METRICS_TOKEN>` or come
+# from an allowed address (networks allowed; default this host only).
+SHEPHERD_METRICS_TOKEN = env_str("SHEPHERD_METRICS_TOKEN", "")
+SHEPHERD_METRICS_ALLOWED_IPS = env_list("SHEPHERD_METRICS_ALLOWED_IPS", "127.0.0.1,::1")
 # Django's task API runs @task functions as Shepherd work items (scheduling.tasks_backend).
 TASKS = {"default": {"BACKEND": "scheduling.tasks_backend.ShepherdBackend"}}
 SHEPHERD_FLOWER_URL = env_str("SHEPHERD_FLOWER_URL", "http://127.0.0.1:5555/")

@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from django.views.generic import RedirectView
 
 from api.views import api
+from project.metrics import metrics_view
 
 admin.site.site_header = "Shepherd operator console"
 admin.site.site_title = "Shepherd"
@@ -20,6 +21,7 @@ def api_not_found(request, rest=""):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("metrics", metrics_view, name="metrics"),
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
 ]

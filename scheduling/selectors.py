@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
 
 from project.exceptions import NotFound
-from scheduling.models import NON_TERMINAL_STATUSES, WorkItem, WorkItemStatus
+from scheduling.models import NON_TERMINAL_STATUSES, Attempt, WorkItem, WorkItemStatus
 from scheduling.routing import work_queue_names
 
 
@@ -52,3 +53,39 @@ def work_item_visible_to(user: Any, work_item_id: Any) -> WorkItem:
         return work_items_visible_to(user).select_related("work_type", "agent").get(pk=int(work_item_id))
     except (ValueError, TypeError, WorkItem.DoesNotExist):
         raise NotFound(f"no work item with id {work_item_id!r}") from None
+
+
+def work_item_counts_by_queue_type_state() -> list[dict[str, Any]]:
+    """(queue, work_type, status, n) for every combination that has items: one
+    grouped scan that metrics turn into per-queue and per-work-type figures."""
+    return list(WorkItem.objects.order_by().values("queue", "work_type_id", "status").annotate(n=Count("id")))
+
+
+def attempt_counts_by_type_outcome() -> list[dict[str, Any]]:
+    """Attempts per work type and outcome (attempts are appended, never rewritten
+    once finished, so finished outcomes only grow)."""
+    return list(Attempt.objects.order_by().values("work_item__work_type_id", "outcome").annotate(n=Count("id")))
+
+
+def _bucket_counts(rows: QuerySet, span: Any, bounds: tuple[float, ...]) -> dict[str, Any]:
+    """Cumulative counts of `span` (a duration expression) at or under each bound,
+    with the total count and sum in seconds: a Prometheus histogram in one scan."""
+    rows = rows.annotate(span=ExpressionWrapper(span, output_field=DurationField()))
+    aggregates = {f"le_{i}": Count("pk", filter=Q(span__lte=timedelta(seconds=b))) for i, b in enumerate(bounds)}
+    found = rows.aggregate(count=Count("pk"), total=Sum("span"), **aggregates)
+    return {
+        "buckets": [(bound, found[f"le_{i}"]) for i, bound in enumerate(bounds)],
+        "count": found["count"],
+        "sum_seconds": found["total"].total_seconds() if found["total"] else 0.0,
+    }
+
+
+def attempt_run_time_histogram(bounds: tuple[float, ...]) -> dict[str, Any]:
+    """Run time of every finished attempt (claim to finish)."""
+    return _bucket_counts(Attempt.objects.filter(finished_at__isnull=False), F("finished_at") - F("started_at"), bounds)
+
+
+def queue_wait_histogram(bounds: tuple[float, ...]) -> dict[str, Any]:
+    """Submit to first start, for every item that has started."""
+    first_attempts = Attempt.objects.filter(number=1)
+    return _bucket_counts(first_attempts, F("started_at") - F("work_item__created_at"), bounds)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Count
 
 from project.dbclock import age_of
-from supervision.models import SupervisorRun
+from supervision.models import Intervention, SupervisorRun
 
 
 def supervisor_last_run() -> dict[str, Any] | None:
@@ -24,4 +25,15 @@ def supervisor_last_run() -> dict[str, Any] | None:
     row["age_seconds"] = round(age, 1)
     row["silent"] = age > 3 * settings.SUPERVISOR_INTERVAL_SECONDS
     row["error"] = bool(row["error"])
+    finished = row["finished_at"]
+    row["duration_seconds"] = round((finished - row["started_at"]).total_seconds(), 3) if finished else None
     return row
+
+
+def intervention_counts() -> list[dict[str, Any]]:
+    """Interventions per monitor, action and outcome (rows are appended only)."""
+    return list(Intervention.objects.order_by().values("monitor", "action", "outcome").annotate(n=Count("id")))
+
+
+def supervisor_ticks_count() -> int:
+    return SupervisorRun.objects.count()
