@@ -22,6 +22,17 @@ def test_submit_prints_ids_as_json():
     assert WorkItem.objects.filter(priority=5, payload={"seconds": 1}).count() == 3
 
 
+def test_submit_with_an_idempotency_key_creates_once():
+    first = run("submit", "demo.noop", "--count", "2", "--idempotency-key", "nightly-7", "--json")
+    again = run("submit", "demo.noop", "--count", "2", "--idempotency-key", "nightly-7", "--json")
+    assert first == again and WorkItem.objects.count() == 2
+    with pytest.raises(CommandError, match="different size"):
+        run("submit", "demo.noop", "--count", "3", "--idempotency-key", "nightly-7")
+    with pytest.raises(CommandError, match="internal to the platform"):
+        run("submit", "django.task", "--payload", '{"task": "x", "args": [], "kwargs": {}}')
+    assert WorkItem.objects.count() == 2
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
