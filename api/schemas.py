@@ -23,6 +23,16 @@ def _iso_text_only(value: Any) -> Any:
 IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text_only)]
 
 
+def _json_number_only(value: Any) -> Any:
+    # Lax validation would turn "5" (or true) into a number; JSON numbers only.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_json_number_only)]
+
+
 class StrictIn(Schema):
     # Unknown fields are a client bug worth reporting, not something to drop silently.
     model_config = ConfigDict(extra="forbid")
@@ -53,6 +63,9 @@ class WorkTypeOut(Schema):
 
 class SubmitOptions(StrictIn):
     work_type: str = Field(min_length=1, max_length=100, examples=["demo.sleep"])
+    budget_seconds: StrictInt | None = Field(None, gt=0, description="Run time per attempt (default: the type's).")
+    budget_seconds_total: StrictInt | None = Field(None, gt=0, description="Run time across attempts.")
+    budget_cost: Number | None = Field(None, gt=0, description="Charged cost across attempts (ctx.charge).")
     priority: StrictInt | None = Field(None, ge=0, le=9, description="0-9, higher first; default: the work type's.")
     not_before: IsoDatetime | None = Field(None, description="Do not start before this time (ISO 8601 with zone).")
     complete_by: IsoDatetime | None = Field(None, description="Deadline (ISO 8601 with zone).")
@@ -101,6 +114,10 @@ class ItemOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     cost_total: float
+    agent: str | None = Field(description="Agent holding the current attempt.")
+    progress_at: datetime | None = Field(description="Last progress change (the stall clock).")
+    heartbeat_at: datetime | None = Field(description="Last lease renewal by the running attempt (the item clock).")
+    agent_heartbeat_at: datetime | None = Field(description="The holding agent's last heartbeat (the agent clock).")
 
 
 class ItemDetailOut(ItemOut):

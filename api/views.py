@@ -177,6 +177,10 @@ ITEM_FIELDS = (
     "started_at",
     "finished_at",
     "cost_total",
+    "progress_at",
+    "heartbeat_at",
+    "agent__name",
+    "agent__last_heartbeat_at",
 )
 
 
@@ -184,6 +188,8 @@ def _item_out(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     row["work_type"] = row.pop("work_type_id")
     row["submitted_by"] = row.pop("submitted_by__username")
+    row["agent"] = row.pop("agent__name")
+    row["agent_heartbeat_at"] = row.pop("agent__last_heartbeat_at")
     return row
 
 
@@ -231,6 +237,9 @@ def _submit(request: HttpRequest, body: Any, payloads: list, idempotency_key: st
         complete_by=body.complete_by,
         submitted_by=request.auth,
         idempotency_key=idempotency_key,
+        budget_seconds=body.budget_seconds,
+        budget_seconds_total=body.budget_seconds_total,
+        budget_cost=body.budget_cost,
     )
     return submission.ids, submission.created
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F
-from django.db.models.functions import Now
+from django.db.models.functions import Coalesce, Now
 
 
 def now_plus(seconds: float) -> ExpressionWrapper:
@@ -20,6 +20,11 @@ def now_minus(seconds: float) -> ExpressionWrapper:
 def age_of(field: str) -> ExpressionWrapper:
     """Now() minus a datetime column, as a duration."""
     return ExpressionWrapper(Now() - F(field), output_field=DurationField())
+
+
+def age_of_first(*fields: str) -> ExpressionWrapper:
+    """Now() minus the first non-null of several datetime columns."""
+    return ExpressionWrapper(Now() - Coalesce(*(F(f) for f in fields)), output_field=DurationField())
 
 
 def db_now() -> datetime:

@@ -209,6 +209,21 @@ RETRY_BACKOFF_BASE_SECONDS = env_float("RETRY_BACKOFF_BASE_SECONDS", 2)
 RETRY_BACKOFF_MAX_SECONDS = env_float("RETRY_BACKOFF_MAX_SECONDS", 300)
 # Modules that declare work types with @work_type; imported at startup.
 SHEPHERD_WORK_TYPE_MODULES = env_list("SHEPHERD_WORK_TYPE_MODULES", "scheduling.demo")
+# Escalations go to these addresses (Django's email settings) and this webhook
+# (a JSON POST); a failing one is recorded on the escalation and never stops a tick.
+SHEPHERD_ESCALATION_EMAILS = env_list("SHEPHERD_ESCALATION_EMAILS", "")
+SHEPHERD_ESCALATION_WEBHOOK_URL = env_str("SHEPHERD_ESCALATION_WEBHOOK_URL", "")
+SHEPHERD_ESCALATION_WEBHOOK_TIMEOUT = env_float("SHEPHERD_ESCALATION_WEBHOOK_TIMEOUT", 3)
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("DJANGO_EMAIL_HOST", "localhost")
+DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "shepherd@localhost")
+# Violation monitor: an item whose agent was lost this many times while running it
+# is poison; a work type whose finished attempts in the window fail at this rate
+# (with at least the minimum count) is paused.
+SHEPHERD_POISON_AFTER_LOST = env_int("SHEPHERD_POISON_AFTER_LOST", 2)
+SHEPHERD_FAILURE_RATE_WINDOW_SECONDS = env_float("SHEPHERD_FAILURE_RATE_WINDOW_SECONDS", 300)
+SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS = env_int("SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS", 20)
+SHEPHERD_FAILURE_RATE_THRESHOLD = env_float("SHEPHERD_FAILURE_RATE_THRESHOLD", 0.8)
 # JSON API: requests per minute per token (a token may set its own), and the
 # largest request body any view accepts (a batch of payloads is one body).
 SHEPHERD_API_RATE_LIMIT_PER_MINUTE = env_int("SHEPHERD_API_RATE_LIMIT_PER_MINUTE", 600)

@@ -79,9 +79,21 @@ class WorkItemAdmin(admin.ModelAdmin):
         (None, {"fields": ["work_type", "status", "blocked_reason", "queue", "priority", "submitted_by"]}),
         ("Attempts", {"fields": ["attempt", "max_attempts", "requeue_count", "agent", "error"]}),
         ("Payload and result", {"fields": ["payload", "result", "cost_total"]}),
+        ("Budgets (empty: the work type's)", {"fields": ["budget_seconds", "budget_seconds_total", "budget_cost"]}),
         (
-            "Progress and lease",
-            {"fields": ["progress_percent", "progress_message", "progress_at", "heartbeat_at", "lease_expires_at"]},
+            # Three clocks the supervisor keeps apart: the agent's heartbeat (dead
+            # agent), the item's lease renewals (wedged process), progress (stall).
+            "Progress and liveness",
+            {
+                "fields": [
+                    "progress_percent",
+                    "progress_message",
+                    "progress_at",
+                    "heartbeat_at",
+                    "agent_heartbeat_at",
+                    "lease_expires_at",
+                ]
+            },
         ),
         (
             "Times",
@@ -107,6 +119,10 @@ class WorkItemAdmin(admin.ModelAdmin):
     @admin.display(description="agent", ordering="agent__name")
     def agent_name(self, obj):
         return obj.agent.name if obj.agent else "-"
+
+    @admin.display(description="agent heartbeat")
+    def agent_heartbeat_at(self, obj):
+        return obj.agent.last_heartbeat_at if obj.agent else "-"
 
     @admin.display(description="progress", ordering="progress")
     def progress_percent(self, obj):

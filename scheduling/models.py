@@ -25,10 +25,11 @@ IN_FLIGHT_STATUSES: frozenset[str] = frozenset({S.QUEUED, S.RUNNING})
 # The one allowed-transitions table (DESIGN.md §3). Services check every
 # transition against it; the admin, forms and tests read it.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.QUEUED, S.CANCELLED}),
+    # Any non-terminal item may be given up on (dead): budget spent, poison, stalls.
+    S.PENDING: frozenset({S.QUEUED, S.CANCELLED, S.DEAD}),
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.DEAD}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.RETRY_WAIT, S.DEAD, S.CANCELLED}),
-    S.RETRY_WAIT: frozenset({S.PENDING, S.CANCELLED}),
+    S.RETRY_WAIT: frozenset({S.PENDING, S.CANCELLED, S.DEAD}),
     # Terminal states are absorbing, except an operator's audited requeue.
     S.SUCCEEDED: frozenset(),
     S.DEAD: frozenset({S.PENDING}),
@@ -57,6 +58,26 @@ class WorkType(models.Model):
     max_attempts = models.PositiveSmallIntegerField(default=3, help_text="Attempts before an item is dead-lettered.")
     budget_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="Run time allowed per attempt; the handler gets a soft time limit."
+    )
+    budget_seconds_total = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Run time allowed across all attempts of an item."
+    )
+    budget_cost = models.FloatField(
+        null=True, blank=True, help_text="Cost (ctx.charge) allowed across all attempts of an item."
+    )
+    stall_after = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Seconds without progress before a running item counts as stalled (empty: never).",
+    )
+    max_stalls = models.PositiveSmallIntegerField(
+        default=2, help_text="Stalled attempts before the item is dead-lettered instead of retried."
+    )
+    deadline_action = models.CharField(
+        max_length=10,
+        choices=[("escalate", "Escalate to a person"), ("cancel", "Cancel the item")],
+        default="escalate",
+        help_text="What the supervisor does with an item not finished by its complete_by.",
     )
     paused = models.BooleanField(default=False, help_text="Paused work types keep new items pending.")
     in_code = models.BooleanField(default=True, help_text="False when the code no longer declares this type.")
@@ -106,6 +127,10 @@ class WorkItem(models.Model):
     progress_message = models.CharField(max_length=200, blank=True)
     progress_at = models.DateTimeField(null=True, blank=True)
     cost_total = models.FloatField(default=0.0, help_text="Cost charged by handlers, summed across attempts.")
+    # Per-item budgets; empty means the work type's.
+    budget_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Run time per attempt.")
+    budget_seconds_total = models.PositiveIntegerField(null=True, blank=True, help_text="Run time, all attempts.")
+    budget_cost = models.FloatField(null=True, blank=True, help_text="Charged cost, all attempts.")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -176,6 +201,7 @@ class AttemptOutcome(models.TextChoices):
     FAILED = "failed", "Failed"
     LOST = "lost", "Lost (agent or process died)"
     TIMED_OUT = "timed_out", "Lease expired"
+    STALLED = "stalled", "Stalled (no progress)"
     CANCELLED = "cancelled", "Cancelled"
 
 
@@ -208,6 +234,12 @@ class Attempt(models.Model):
                 fields=["work_item"], condition=Q(outcome=AttemptOutcome.RUNNING), name="attempt_one_running"
             ),
         ]
+        indexes = [
+            # The violation monitor's failure rate reads the last few minutes of finishes.
+            models.Index(fields=["finished_at"], name="attempt_finished_idx"),
+            # Poison: lost attempts are rare, so finding items with several is cheap.
+            models.Index(fields=["work_item"], name="attempt_lost_idx", condition=Q(outcome=AttemptOutcome.LOST)),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.work_item_id} attempt {self.number} ({self.outcome})"
@@ -217,6 +249,7 @@ class EventKind(models.TextChoices):
     TRANSITION = "transition", "Transition"
     FINISH_REJECTED = "finish_rejected", "Late finish rejected"
     REDISPATCHED = "redispatched", "Published again"
+    BUDGET_WARNING = "budget_warning", "Budget 80% used"
 
 
 class WorkItemEvent(models.Model):

@@ -25,6 +25,11 @@ class WorkTypeSpec:
     priority: int = 5
     max_attempts: int = 3
     budget_seconds: int | None = None
+    budget_seconds_total: int | None = None
+    budget_cost: float | None = None
+    stall_after: int | None = None
+    max_stalls: int = 2
+    deadline_action: str = "escalate"
     capabilities: tuple[str, ...] = ()
     payload_schema: dict = field(default_factory=lambda: {"type": "object"})
     # Internal types are submitted by platform code only (e.g. the django.tasks
@@ -43,6 +48,11 @@ def work_type(
     priority: int = 5,
     max_attempts: int = 3,
     budget_seconds: int | None = None,
+    budget_seconds_total: int | None = None,
+    budget_cost: float | None = None,
+    stall_after: int | None = None,
+    max_stalls: int = 2,
+    deadline_action: str = "escalate",
     capabilities: tuple[str, ...] | list[str] = (),
     payload_schema: dict | None = None,
     internal: bool = False,
@@ -54,6 +64,8 @@ def work_type(
         raise ValueError(f"{name}: priority must be 0-9")
     if max_attempts < 1:
         raise ValueError(f"{name}: max_attempts must be at least 1")
+    if deadline_action not in ("escalate", "cancel"):
+        raise ValueError(f"{name}: deadline_action must be 'escalate' or 'cancel'")
 
     def register(handler: Handler) -> Handler:
         _REGISTRY[name] = WorkTypeSpec(
@@ -64,6 +76,11 @@ def work_type(
             priority=priority,
             max_attempts=max_attempts,
             budget_seconds=budget_seconds,
+            budget_seconds_total=budget_seconds_total,
+            budget_cost=budget_cost,
+            stall_after=stall_after,
+            max_stalls=max_stalls,
+            deadline_action=deadline_action,
             capabilities=tuple(capabilities),
             payload_schema=schema,
             internal=internal,

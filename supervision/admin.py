@@ -1,8 +1,9 @@
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from project.admin_base import ReadOnlyAdmin
-from supervision.models import Intervention, SupervisorLease, SupervisorRun
+from supervision.models import Escalation, Intervention, SupervisorLease, SupervisorRun
+from supervision.services import escalation_acknowledge, escalation_resolve
 
 
 @admin.register(SupervisorRun)
@@ -31,9 +32,42 @@ class SupervisorRunAdmin(ReadOnlyAdmin):
 
 @admin.register(Intervention)
 class InterventionAdmin(ReadOnlyAdmin):
-    list_display = ["at", "monitor", "rule", "action", "outcome", "work_item", "attempt", "agent"]
+    list_display = ["at", "monitor", "rule", "action", "outcome", "work_item", "attempt", "agent", "work_type"]
     list_filter = ["monitor", "rule", "action", "outcome"]
     list_select_related = ["work_item", "agent"]
+
+
+def _escalations_move(modeladmin, request, queryset, service, verb: str) -> None:
+    done = sum(
+        1 for pk in queryset.values_list("pk", flat=True) if service(escalation_id=pk, by=request.user.get_username())
+    )
+    level = messages.SUCCESS if done else messages.WARNING
+    modeladmin.message_user(request, f"{verb}: {done} done, {queryset.count() - done} already handled", level)
+
+
+@admin.register(Escalation)
+class EscalationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "opened_at", "status", "problem", "subject", "work_item", "acknowledged_by", "resolved_by"]
+    list_filter = ["status", "problem"]
+    search_fields = ["subject", "summary"]
+    list_select_related = ["work_item"]
+    actions = ["acknowledge", "resolve"]
+
+    def has_change_permission(self, request, obj=None):
+        # The list offers the actions (they need change permission); a single
+        # escalation opens read-only, since only the actions move its state.
+        return obj is None and request.user.has_perm("supervision.change_escalation")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    @admin.action(description="Acknowledge selected escalations", permissions=["change"])
+    def acknowledge(self, request, queryset):
+        _escalations_move(self, request, queryset, escalation_acknowledge, "acknowledge")
+
+    @admin.action(description="Resolve selected escalations", permissions=["change"])
+    def resolve(self, request, queryset):
+        _escalations_move(self, request, queryset, escalation_resolve, "resolve")
 
 
 @admin.register(SupervisorLease)

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import Count
 
 from project.dbclock import age_of
-from supervision.models import Intervention, SupervisorRun
+from supervision.models import Escalation, Intervention, SupervisorRun
 
 
 def supervisor_last_run() -> dict[str, Any] | None:
@@ -37,3 +37,27 @@ def intervention_counts() -> list[dict[str, Any]]:
 
 def supervisor_ticks_count() -> int:
     return SupervisorRun.objects.count()
+
+
+def escalations_list(*, include_resolved: bool = False, limit: int = 200) -> list[dict[str, Any]]:
+    rows = Escalation.objects.all() if include_resolved else Escalation.objects.exclude(status="resolved")
+    return list(
+        rows.order_by("-id").values(
+            "id",
+            "problem",
+            "subject",
+            "status",
+            "summary",
+            "work_item_id",
+            "opened_at",
+            "acknowledged_at",
+            "acknowledged_by",
+            "resolved_at",
+            "resolved_by",
+            "notify_error",
+        )[:limit]
+    )
+
+
+def escalations_open_count() -> int:
+    return Escalation.objects.exclude(status="resolved").count()

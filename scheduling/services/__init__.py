@@ -19,6 +19,7 @@ from scheduling.services.submission import (
 from scheduling.services.transitions import (
     ClaimedItem,
     attempt_revoke,
+    work_item_budget_warn,
     work_item_cancel,
     work_item_charge,
     work_item_claim,
@@ -30,6 +31,7 @@ from scheduling.services.transitions import (
     work_item_requeue,
     work_item_retry,
     work_item_succeed,
+    work_type_pause,
 )
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "Submission",
     "attempt_revoke",
     "queue_window",
+    "work_item_budget_warn",
     "work_item_cancel",
     "work_item_charge",
     "work_item_claim",
@@ -58,5 +61,6 @@ __all__ = [
     "work_items_submit",
     "work_items_submit_batch",
     "work_items_submit_ids",
+    "work_type_pause",
     "work_types_sync",
 ]

@@ -45,6 +45,11 @@ def work_types_sync(*, using: str = "default") -> None:
                 "priority": spec.priority,
                 "max_attempts": spec.max_attempts,
                 "budget_seconds": spec.budget_seconds,
+                "budget_seconds_total": spec.budget_seconds_total,
+                "budget_cost": spec.budget_cost,
+                "stall_after": spec.stall_after,
+                "max_stalls": spec.max_stalls,
+                "deadline_action": spec.deadline_action,
             },
         )
     WorkType.objects.using(using).exclude(name__in=list(specs)).update(in_code=False)
@@ -103,6 +108,9 @@ def work_items_submit_batch(
     idempotency_key: str | None = None,
     queue: str | None = None,
     allow_internal: bool = False,
+    budget_seconds: int | None = None,
+    budget_seconds_total: int | None = None,
+    budget_cost: float | None = None,
 ) -> Submission:
     """Validate every payload, then insert all items in one transaction (all or none).
 
@@ -112,6 +120,7 @@ def work_items_submit_batch(
     returns the earlier items (created=False) and writes nothing. `queue`
     overrides the work type's queue (the django.tasks backend routes per task);
     internal work types are only for platform code that passes allow_internal.
+    Budgets given here override the work type's for these items.
     """
     spec = registry.work_type_spec(work_type)
     if spec.internal and not allow_internal:
@@ -122,6 +131,14 @@ def work_items_submit_batch(
         raise ValidationError(f"unknown queue {queue!r} (known: {', '.join(routing.work_queue_names())})")
     if not payloads:
         raise ValidationError("nothing to submit: no payloads given")
+    budgets = {
+        "budget_seconds": budget_seconds,
+        "budget_seconds_total": budget_seconds_total,
+        "budget_cost": budget_cost,
+    }
+    for name, value in budgets.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            raise ValidationError(f"{name} must be a positive number, not {value!r}")
     submitted_by_id = submitted_by.pk if getattr(submitted_by, "pk", None) else None
     keys = _idempotency_keys(idempotency_key, len(payloads))
     if idempotency_key and (earlier := _submitted_before(keys, submitted_by_id)) is not None:
@@ -148,6 +165,7 @@ def work_items_submit_batch(
         "not_before": not_before,
         "complete_by": complete_by,
         "submitted_by_id": submitted_by_id,
+        **budgets,
     }
     try:
         with transaction.atomic():
@@ -185,9 +203,11 @@ def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[s
             """
             INSERT INTO scheduling_workitem (
                 work_type_id, queue, priority, max_attempts, not_before, complete_by, submitted_by_id, payload,
+                budget_seconds, budget_seconds_total, budget_cost,
                 idempotency_key, status, blocked_reason, attempt, requeue_count, progress, progress_message,
                 cost_total, error, created_at, updated_at)
-            SELECT %s, %s, %s, %s, %s, %s, %s, payload::jsonb, key, %s, '', 0, 0, 0, '', 0, '', now(), now()
+            SELECT %s, %s, %s, %s, %s, %s, %s, payload::jsonb, %s, %s, %s,
+                key, %s, '', 0, 0, 0, '', 0, '', now(), now()
             FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS batch(payload, key, n)
             ORDER BY n
             RETURNING id
@@ -200,6 +220,9 @@ def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[s
                 shared["not_before"],
                 shared["complete_by"],
                 shared["submitted_by_id"],
+                shared["budget_seconds"],
+                shared["budget_seconds_total"],
+                shared["budget_cost"],
                 S.PENDING,
                 column,
                 keys,

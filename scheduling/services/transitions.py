@@ -224,6 +224,11 @@ def work_item_fail(
             retry_delay = retry_delay_seconds(
                 attempt=attempt, base=settings.RETRY_BACKOFF_BASE_SECONDS, cap=settings.RETRY_BACKOFF_MAX_SECONDS
             )
+        if outcome == AttemptOutcome.LOST and _lost_before(work_item_id, attempt):
+            # Lost again: the item may be what kills its process. Wait at least two
+            # ticks so the supervisor's poison check sees it before it runs again
+            # (an instant retry would leave it in retry_wait for milliseconds).
+            retry_delay = max(retry_delay, 2 * settings.SUPERVISOR_INTERVAL_SECONDS)
         changes["not_before"] = now_plus(retry_delay)
         reason = f"attempt {attempt} {outcome}: {error.splitlines()[0] if error else ''}; retry in {retry_delay:.1f}s"
     else:
@@ -250,6 +255,10 @@ def work_item_fail(
         if release:
             transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
     return to_status
+
+
+def _lost_before(work_item_id: int, attempt: int) -> bool:
+    return Attempt.objects.filter(work_item_id=work_item_id, outcome=AttemptOutcome.LOST, number__lt=attempt).exists()
 
 
 def work_item_finish_rejected(*, work_item_id: int, attempt: int, actor: str, late_outcome: str) -> None:
@@ -299,12 +308,12 @@ def work_item_cancel(*, work_item_id: int, actor: str, reason: str = "cancelled"
 
 
 def work_item_dead_letter(*, work_item_id: int, actor: str, reason: str, attempt: int | None = None) -> bool:
-    """Give up on a queued or running item now, whatever attempts remain."""
+    """Give up on an unfinished item now, whatever attempts remain (budget spent,
+    poison, stalls). A queued or running attempt is revoked."""
     with transaction.atomic():
         row = _transition(
             work_item_id=work_item_id,
             to_status=S.DEAD,
-            from_statuses=[S.QUEUED, S.RUNNING],
             attempt=attempt,
             actor=actor,
             reason=reason,
@@ -316,9 +325,45 @@ def work_item_dead_letter(*, work_item_id: int, actor: str, reason: str, attempt
             _attempt_close(
                 work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.FAILED, error=reason
             )
-        _revoke_after_commit(work_item_id=work_item_id, attempt=row["attempt"], terminate=row["status"] == S.RUNNING)
-        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
+        if row["status"] in IN_FLIGHT_STATUSES:
+            _revoke_after_commit(
+                work_item_id=work_item_id, attempt=row["attempt"], terminate=row["status"] == S.RUNNING
+            )
+            transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
+
+
+def work_item_budget_warn(*, work_item_id: int, attempt: int, actor: str, budget: str, reason: str) -> bool:
+    """Record, once per item and budget, that 80% of it is used (an event; no state change)."""
+    marker = f"{budget}:"
+    if WorkItemEvent.objects.filter(
+        work_item_id=work_item_id, kind=EventKind.BUDGET_WARNING, reason__startswith=marker
+    ).exists():
+        return False
+    status = WorkItem.objects.filter(pk=work_item_id).values_list("status", flat=True).first()
+    if status is None:
+        return False
+    WorkItemEvent.objects.create(
+        work_item_id=work_item_id,
+        attempt=attempt,
+        kind=EventKind.BUDGET_WARNING,
+        from_status=status,
+        to_status=status,
+        actor=actor,
+        reason=f"{marker} {reason}"[:2000],
+    )
+    return True
+
+
+def work_type_pause(*, name: str, paused: bool = True) -> bool:
+    """Pause (or resume) a work type: its pending items stay in the database.
+    Returns whether this call changed it."""
+    from scheduling.models import WorkType
+
+    changed = WorkType.objects.filter(name=name, paused=not paused).update(paused=paused)
+    if changed and not paused:
+        transaction.on_commit(lambda: work_items_release(retries_due=False))
+    return bool(changed)
 
 
 def _back_to_pending(

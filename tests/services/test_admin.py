@@ -9,7 +9,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_every_shepherd_model_is_registered():
-    ours = [m for app in ("scheduling", "agents", "supervision") for m in apps.get_app_config(app).get_models()]
+    ours = [m for app in ("scheduling", "agents", "supervision", "api") for m in apps.get_app_config(app).get_models()]
     assert ours and all(model in admin.site._registry for model in ours)
 
 

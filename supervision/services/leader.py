@@ -17,18 +17,16 @@ from django.db import IntegrityError
 from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 
-from agents.services import agent_mark_lost
 from project.dbclock import now_plus
 from scheduling import services as scheduling
-from scheduling.models import AttemptOutcome, WorkItemStatus
 from scheduling.routing import SUPERVISOR_QUEUE, TICK_TASK
-from supervision import monitors, policies
-from supervision.models import Intervention, SupervisorLease, SupervisorRun
+from supervision import monitors
+from supervision.models import SupervisorLease, SupervisorRun
+from supervision.services.interventions import intervene
 
 logger = logging.getLogger("shepherd.supervisor")
 LEASE_NAME = "supervisor"
 SCHEDULE_NAME = "shepherd supervisor tick"
-ACTOR = "supervisor"
 
 
 def _holder_name() -> str:
@@ -81,11 +79,23 @@ def supervisor_tick(*, holder: str | None = None) -> SupervisorRun | None:
 
 
 def _supervise(run: SupervisorRun) -> None:
-    # Order matters: agents found dead this tick make their items orphans this tick.
+    # Order matters: agents found dead this tick make their items orphans this tick,
+    # and budgets are judged before the lease monitor would merely retry an item
+    # that a hard time limit killed.
     passes = [
         lambda: monitors.agents_stale(older_than=settings.AGENT_DEAD_AFTER),
         monitors.work_items_orphaned,
+        monitors.work_items_over_budget,
         monitors.work_items_lease_expired,
+        lambda: monitors.work_items_stalled(agent_dead_after=settings.AGENT_DEAD_AFTER),
+        monitors.work_items_past_deadline,
+        lambda: monitors.work_items_poison(lost_at_least=settings.SHEPHERD_POISON_AFTER_LOST),
+        lambda: monitors.work_types_failing(
+            window_seconds=settings.SHEPHERD_FAILURE_RATE_WINDOW_SECONDS,
+            min_attempts=settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS,
+            threshold=settings.SHEPHERD_FAILURE_RATE_THRESHOLD,
+        ),
+        monitors.attempts_outside_capabilities,
         lambda: monitors.work_items_unclaimed(older_than=settings.REDISPATCH_AFTER),
     ]
     for scan in passes:
@@ -94,70 +104,6 @@ def _supervise(run: SupervisorRun) -> None:
             if intervene(run=run, finding=finding):
                 run.actions += 1
     run.released = scheduling.work_items_release()
-
-
-def intervene(*, run: SupervisorRun | None, finding: monitors.Finding) -> bool:
-    """Act on one finding through the scheduler's services; record it if it took effect."""
-    decision = policies.decide(finding)
-    action = decision.action
-    ok = False
-    if action == "mark_agent_lost":
-        ok = agent_mark_lost(agent_id=finding.agent_id, dead_after=settings.AGENT_DEAD_AFTER)
-        action = Intervention.Action.MARK_AGENT_LOST
-    elif action in ("retry", "revoke_retry"):
-        outcome = AttemptOutcome.LOST if action == "retry" else AttemptOutcome.TIMED_OUT
-        status = scheduling.work_item_fail(
-            work_item_id=finding.work_item_id,
-            attempt=finding.attempt,
-            actor=ACTOR,
-            outcome=outcome,
-            error=f"{decision.reason}: {finding.evidence}",
-            retry_delay=decision.retry_delay,
-            release=False,  # the tick releases once, after every monitor has acted
-        )
-        ok = status is not None
-        if ok and action == "revoke_retry":
-            scheduling.attempt_revoke(work_item_id=finding.work_item_id, attempt=finding.attempt)
-        action = Intervention.Action.DEAD_LETTER if status == WorkItemStatus.DEAD else Intervention.Action.RETRY
-    elif action == "redispatch":
-        ok = scheduling.work_item_redispatch(
-            work_item_id=finding.work_item_id,
-            attempt=finding.attempt,
-            actor=ACTOR,
-            reason=f"unclaimed for {finding.evidence.get('unclaimed_s')}s",
-        )
-        action = Intervention.Action.REDISPATCH
-    if not ok:
-        logger.info(
-            "%s/%s on item %s agent %s: already handled",
-            finding.monitor,
-            finding.rule,
-            finding.work_item_id,
-            finding.agent_id,
-        )
-        return False
-    Intervention.objects.create(
-        run=run,
-        monitor=finding.monitor,
-        rule=finding.rule,
-        action=action,
-        outcome=Intervention.Outcome.DONE,
-        evidence=finding.evidence,
-        work_item_id=finding.work_item_id,
-        attempt=finding.attempt,
-        agent_id=finding.agent_id,
-        actor=ACTOR,
-    )
-    logger.info(
-        "%s/%s -> %s (item %s, agent %s) %s",
-        finding.monitor,
-        finding.rule,
-        action,
-        finding.work_item_id,
-        finding.agent_id,
-        finding.evidence,
-    )
-    return True
 
 
 def supervisor_run_once(*, wait_seconds: float | None = None) -> SupervisorRun | None:
@@ -186,7 +132,8 @@ def supervisor_schedule_ensure():
             "enabled": True,
             # A tick nobody ran in time is worthless: the next one covers it.
             "expire_seconds": max(2, 2 * every),
-            "description": "Shepherd supervisor: health, lease and dispatch monitors (DESIGN.md §6).",
+            "description": "Shepherd supervisor: health, lease, budget, progress, deadline, violation and "
+            "dispatch monitors (DESIGN.md §6).",
         },
     )
     return task
