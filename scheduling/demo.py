@@ -65,16 +65,52 @@ def sleep(ctx, payload):
                 "default": 0.5,
                 "description": "Seconds per step.",
             },
+            "cost_per_step": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1e9,
+                "default": 0,
+                "description": "Cost charged after each step (ctx.charge), for budget demos.",
+            },
         },
     },
 )
 def progress(ctx, payload):
-    """Works through `steps` steps, reporting progress after each."""
+    """Works through `steps` steps, reporting progress (and charging cost) after each."""
     steps = payload["steps"]
     for step in range(1, steps + 1):
         ctx.sleep(payload["step_seconds"])
+        if payload["cost_per_step"]:
+            ctx.charge(payload["cost_per_step"], "credits")
         ctx.progress(step / steps, f"step {step} of {steps}")
     return {"steps": steps}
+
+
+@work_type(
+    "demo.stuck",
+    queue="default",
+    stall_after=30,
+    max_stalls=2,
+    payload_schema={
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "seconds": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 86400,
+                "default": 600,
+                "description": "How long to hang after the first progress report.",
+            },
+        },
+    },
+)
+def stuck(ctx, payload):
+    """Reports 10% progress, then hangs without progress while its lease stays
+    fresh: alive but not progressing, for the stall monitor."""
+    ctx.progress(0.1, "started, then stuck")
+    ctx.sleep(payload["seconds"])
+    return {"hung": payload["seconds"]}
 
 
 @work_type(
