@@ -37,3 +37,25 @@ def agents_capacity_by_queue(queues: Iterable[str]) -> dict[str, int]:
         for queue in set(agent_queues) & wanted:
             capacity[queue] += concurrency
     return capacity
+
+
+def agent_work_counts(agent_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Per agent: items running now, attempts succeeded and failed."""
+    from django.db.models import Count
+
+    from scheduling.models import Attempt, AttemptOutcome
+
+    counts = {pk: {"running": 0, "succeeded": 0, "failed": 0} for pk in agent_ids}
+    rows = (
+        Attempt.objects.filter(agent_id__in=agent_ids)
+        .order_by()
+        .values("agent_id")
+        .annotate(
+            running=Count("id", filter=Q(outcome=AttemptOutcome.RUNNING)),
+            succeeded=Count("id", filter=Q(outcome=AttemptOutcome.SUCCEEDED)),
+            failed=Count("id", filter=~Q(outcome__in=[AttemptOutcome.RUNNING, AttemptOutcome.SUCCEEDED])),
+        )
+    )
+    for row in rows:
+        counts[row.pop("agent_id")] = row
+    return counts

@@ -199,3 +199,35 @@ def _run_and_finish(*, ctx: HandlerContext, actor: str, work_type: str, payload:
         scheduling.work_item_finish_rejected(**ids, actor=actor, late_outcome=late_outcome)
         return "rejected"
     return str(status)
+
+
+def agent_drain(*, agent_id: int) -> bool:
+    """Stop an online agent taking new work; what it runs finishes. The agent's
+    consumers are cancelled through Celery's control channel, and it counts for no
+    capacity, so releases stop sending its queues work on its behalf."""
+    agent = Agent.objects.filter(pk=agent_id, status=AgentStatus.ONLINE).first()
+    if agent is None or not agent_mark_draining(agent_id=agent_id):
+        return False
+    _consumers_control(agent, "cancel_consumer")
+    return True
+
+
+def agent_resume(*, agent_id: int) -> bool:
+    """Undo agent_drain: the agent consumes its queues again."""
+    agent = Agent.objects.filter(pk=agent_id, status=AgentStatus.DRAINING).first()
+    if agent is None:
+        return False
+    if not Agent.objects.filter(pk=agent_id, status=AgentStatus.DRAINING).update(status=AgentStatus.ONLINE):
+        return False
+    _consumers_control(agent, "add_consumer")
+    return True
+
+
+def _consumers_control(agent: Agent, command: str) -> None:
+    from project.celery import app
+
+    for queue in agent.queues:
+        try:
+            getattr(app.control, command)(queue, destination=[agent.name], reply=False)
+        except Exception:  # the row already says draining; a missed broadcast only delays it
+            logger.warning("%s %s for %s failed", command, queue, agent.name, exc_info=True)

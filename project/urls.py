@@ -1,8 +1,6 @@
-from django.conf import settings
 from django.contrib import admin
 from django.http import JsonResponse
-from django.urls import path, re_path
-from django.views.generic import RedirectView
+from django.urls import include, path, re_path
 
 from api.views import api
 from project.metrics import metrics_view
@@ -10,7 +8,7 @@ from project.metrics import metrics_view
 admin.site.site_header = "Shepherd operator console"
 admin.site.site_title = "Shepherd"
 admin.site.index_title = "Scheduler · Agents · Supervisor"
-admin.site.site_url = settings.SHEPHERD_FLOWER_URL  # "View site" opens Flower (also behind a login)
+admin.site.site_url = "/"  # "View site" opens the dashboard
 
 
 def api_not_found(request, rest=""):
@@ -23,5 +21,6 @@ urlpatterns = [
     path("api/", api.urls),
     path("metrics", metrics_view, name="metrics"),
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("dashboard.urls")),
 ]

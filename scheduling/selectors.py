@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
 
 from project.exceptions import NotFound
-from scheduling.models import NON_TERMINAL_STATUSES, Attempt, WorkItem, WorkItemStatus
+from scheduling.models import NON_TERMINAL_STATUSES, Attempt, AttemptOutcome, WorkItem, WorkItemStatus
 from scheduling.routing import work_queue_names
 
 
@@ -89,3 +89,65 @@ def queue_wait_histogram(bounds: tuple[float, ...]) -> dict[str, Any]:
     """Submit to first start, for every item that has started."""
     first_attempts = Attempt.objects.filter(number=1)
     return _bucket_counts(first_attempts, F("started_at") - F("work_item__created_at"), bounds)
+
+
+def throughput_last_hour(user: Any = None, *, bucket_minutes: int = 5) -> list[dict[str, Any]]:
+    """Finished attempts in the last hour per `bucket_minutes` (oldest first), split
+    into succeeded and failed; only attempts of items `user` may see, if given."""
+    from django.db.models.functions import TruncMinute
+
+    from project.dbclock import db_now, now_minus
+
+    attempts = Attempt.objects.filter(finished_at__gte=now_minus(3600)).exclude(outcome=AttemptOutcome.CANCELLED)
+    if user is not None and not user.is_staff:
+        attempts = attempts.filter(work_item__submitted_by=user)
+    now = db_now().replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=60 - bucket_minutes)
+    start = start - timedelta(minutes=start.minute % bucket_minutes)
+    buckets = [
+        {"at": start + timedelta(minutes=bucket_minutes * i), "succeeded": 0, "failed": 0}
+        for i in range(60 // bucket_minutes + 1)
+    ]
+    rows = (
+        attempts.annotate(minute=TruncMinute("finished_at"))
+        .order_by()
+        .values("minute", "outcome")
+        .annotate(n=Count("id"))
+    )
+    for row in rows:
+        index = int((row["minute"] - start).total_seconds() // (60 * bucket_minutes))
+        if 0 <= index < len(buckets):
+            key = "succeeded" if row["outcome"] == AttemptOutcome.SUCCEEDED else "failed"
+            buckets[index][key] += row["n"]
+    return buckets
+
+
+def work_item_timeline(item: WorkItem) -> list[dict[str, Any]]:
+    """The item's events and the supervisor's interventions on it, in time order."""
+    from supervision.models import Intervention
+
+    entries = [
+        {
+            "at": event.at,
+            "kind": event.kind,
+            "title": f"{event.from_status} → {event.to_status}"
+            if event.from_status != event.to_status
+            else event.get_kind_display(),
+            "attempt": event.attempt,
+            "actor": event.actor,
+            "detail": event.reason,
+        }
+        for event in item.events.all()
+    ]
+    entries += [
+        {
+            "at": intervention.at,
+            "kind": "intervention",
+            "title": f"supervisor: {intervention.monitor}/{intervention.rule} → {intervention.action}",
+            "attempt": intervention.attempt,
+            "actor": intervention.actor,
+            "detail": intervention.evidence,
+        }
+        for intervention in Intervention.objects.filter(work_item=item)
+    ]
+    return sorted(entries, key=lambda entry: entry["at"])

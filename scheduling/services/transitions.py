@@ -396,20 +396,29 @@ def work_item_retry(*, work_item_id: int, actor: str, reason: str = "retry reque
     )
 
 
-def work_item_requeue(*, work_item_id: int, actor: str, reason: str = "requeued by operator") -> bool:
-    """dead/cancelled -> pending with one more attempt granted (audited in the event log)."""
+def work_item_requeue(
+    *, work_item_id: int, actor: str, reason: str = "requeued by operator", payload: dict | None = None
+) -> bool:
+    """dead/cancelled -> pending with one more attempt granted (audited in the event log).
+    With `payload`, the item runs with that payload instead (validated against its
+    work type's schema first; the event says it was edited)."""
+    changes: dict[str, Any] = {
+        "requeue_count": F("requeue_count") + 1,
+        "not_before": None,
+        "finished_at": None,
+        "error": "",
+        "result": None,
+        "progress": 0.0,
+        "progress_message": "",
+    }
+    if payload is not None:
+        from scheduling import registry
+
+        work_type = WorkItem.objects.filter(pk=work_item_id).values_list("work_type_id", flat=True).first()
+        if work_type is None:
+            return False
+        changes["payload"] = registry.payload_validate(registry.work_type_spec(work_type), payload)
+        reason = f"{reason} (payload edited)"
     return _back_to_pending(
-        work_item_id=work_item_id,
-        from_statuses=[S.DEAD, S.CANCELLED],
-        actor=actor,
-        reason=reason,
-        changes={
-            "requeue_count": F("requeue_count") + 1,
-            "not_before": None,
-            "finished_at": None,
-            "error": "",
-            "result": None,
-            "progress": 0.0,
-            "progress_message": "",
-        },
+        work_item_id=work_item_id, from_statuses=[S.DEAD, S.CANCELLED], actor=actor, reason=reason, changes=changes
     )

@@ -6,7 +6,11 @@ from scheduling.registry import payload_validate, work_type_spec
 
 def test_defaults_are_filled_in():
     assert payload_validate(work_type_spec("demo.sleep"), {}) == {"seconds": 1}
-    assert payload_validate(work_type_spec("demo.progress"), {"steps": 3}) == {"steps": 3, "step_seconds": 0.5}
+    assert payload_validate(work_type_spec("demo.progress"), {"steps": 3}) == {
+        "steps": 3,
+        "step_seconds": 0.5,
+        "cost_per_step": 0,
+    }
 
 
 @pytest.mark.parametrize(
