@@ -27,7 +27,12 @@ from scheduling.selectors import (
     queue_wait_histogram,
     work_item_counts_by_queue_type_state,
 )
-from supervision.selectors import intervention_counts, supervisor_last_run, supervisor_ticks_count
+from supervision.selectors import (
+    escalations_open_by_problem,
+    intervention_counts,
+    supervisor_last_run,
+    supervisor_ticks_count,
+)
 
 # Seconds; covers a no-op item (milliseconds) up to a long run (hours).
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200)
@@ -137,6 +142,14 @@ class ShepherdCollector:
         for row in intervention_counts():
             interventions.add_metric([row["monitor"], row["action"], row["outcome"]], row["n"])
         yield interventions
+        escalations = GaugeMetricFamily(
+            "shepherd_escalations_open",
+            "Unresolved escalations (open or acknowledged) per problem.",
+            labels=["problem"],
+        )
+        for problem, n in sorted(escalations_open_by_problem().items()):
+            escalations.add_metric([problem], n)
+        yield escalations
 
 
 def _client_allowed(request: HttpRequest) -> bool:

@@ -59,5 +59,6 @@ def escalations_list(*, include_resolved: bool = False, limit: int = 200) -> lis
     )
 
 
-def escalations_open_count() -> int:
-    return Escalation.objects.exclude(status="resolved").count()
+def escalations_open_by_problem() -> dict[str, int]:
+    rows = Escalation.objects.exclude(status="resolved").order_by().values("problem").annotate(n=Count("id"))
+    return {row["problem"]: row["n"] for row in rows}

@@ -64,6 +64,7 @@ def shot(page, name: str) -> None:
 
 def test_submit_through_a_generated_form_and_watch_it_succeed(browser, live_server, platform):
     platform.start_worker("browser", queues="default", concurrency=2)
+    platform.start_supervisor_loop()
     page = login(browser, live_server, "alice")
     page.goto(f"{live_server.url}/submit/demo.progress/")
     page.fill("#id_p_steps", "4")

@@ -7,6 +7,7 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduling import services
+from supervision.models import Escalation
 from supervision.services import supervisor_tick
 from tests.factories import agent_create, item_running
 
@@ -65,6 +66,9 @@ def test_metrics_match_the_database():
     assert value(samples, "shepherd_supervisor_silent") == 0
     assert value(samples, "shepherd_supervisor_last_tick_age_seconds") >= 0
     assert running.pk  # the running item is what makes running == 1 above
+    Escalation.objects.create(problem="stalled", subject="item:1", summary="x")
+    Escalation.objects.create(problem="stalled", subject="item:2", summary="x", status="resolved")
+    assert value(scrape(), "shepherd_escalations_open", problem="stalled") == 1
 
 
 def test_metrics_need_an_allowed_address_or_the_token(settings):
