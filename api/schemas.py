@@ -162,3 +162,34 @@ class StatusOut(Schema):
     queues: dict[str, dict[str, int]]
     agents: list[AgentOut]
     supervisor: SupervisorOut | None
+
+
+class RequestItemIn(StrictIn):
+    key: str = Field(min_length=1, max_length=100, description="Unique within the request; used by depends_on.")
+    work_type: str = Field(min_length=1, max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: StrictInt | None = Field(None, ge=0, le=9)
+    depends_on: list[str] = Field(default_factory=list, description="Keys of items that must succeed first.")
+
+
+class RequestIn(StrictIn):
+    name: str = Field("", max_length=200)
+    items: list[RequestItemIn] = Field(min_length=1, description="At most 10,000 items; no cycles.")
+
+
+class RequestNodeOut(Schema):
+    id: int
+    key: str
+    work_type: str
+    status: str
+    progress: float
+    depends_on: list[int]
+
+
+class RequestOut(Schema):
+    id: int
+    name: str
+    state: str = Field(description="pending, running, succeeded, failed or cancelled (rolled up).")
+    progress: float
+    counts: dict[str, int]
+    items: list[RequestNodeOut]

@@ -30,6 +30,8 @@ from api.schemas import (
     ItemDetailOut,
     ItemPageOut,
     ItemSubmitIn,
+    RequestIn,
+    RequestOut,
     StatusOut,
     WorkTypeOut,
 )
@@ -38,8 +40,19 @@ from project.exceptions import NotFound, ValidationError
 from project.platform import platform_status
 from scheduling import registry
 from scheduling.models import Attempt, WorkItemStatus, WorkType
-from scheduling.selectors import work_item_visible_to, work_items_visible_to
-from scheduling.services import ActionRefused, work_item_operator_action, work_items_submit_batch
+from scheduling.selectors import (
+    request_graph,
+    request_rollup,
+    request_visible_to,
+    work_item_visible_to,
+    work_items_visible_to,
+)
+from scheduling.services import (
+    ActionRefused,
+    request_submit,
+    work_item_operator_action,
+    work_items_submit_batch,
+)
 
 logger = logging.getLogger("api")
 
@@ -327,6 +340,47 @@ def item_requeue(request: HttpRequest, work_item_id: int):
     if not request.auth.is_staff:
         raise ApiError(403, "forbidden", "requeueing dead or cancelled items is for staff")
     return _act(request, work_item_id, "requeue")
+
+
+def _request_out(request_row: Any) -> dict[str, Any]:
+    rollup = request_rollup(request_row)
+    graph = request_graph(request_row)
+    parents: dict[int, list[int]] = {}
+    for parent, child in graph["edges"]:
+        parents.setdefault(child, []).append(parent)
+    return {
+        "id": request_row.pk,
+        "name": request_row.name,
+        "state": rollup["state"],
+        "progress": rollup["progress"],
+        "counts": rollup["counts"],
+        "items": [
+            {
+                "id": node["id"],
+                "key": node["request_key"],
+                "work_type": node["work_type_id"],
+                "status": node["status"],
+                "progress": node["progress"],
+                "depends_on": parents.get(node["id"], []),
+            }
+            for node in graph["nodes"]
+        ],
+    }
+
+
+@api.post("/requests", response={201: RequestOut, **SUBMIT_ERRORS}, tags=["requests"])
+def request_create(request: HttpRequest, body: RequestIn):
+    """Submit many items with dependencies (a DAG). Keys, work types, payloads and
+    edges are checked first; any error rejects the whole request and creates nothing."""
+    spec = body.model_dump(exclude_none=True)
+    return Status(201, _request_out(request_submit(spec=spec, submitted_by=request.auth)))
+
+
+@api.get("/requests/{request_id}", response={200: RequestOut, **ERRORS}, tags=["requests"])
+def request_get(request: HttpRequest, request_id: int):
+    """A request's rolled-up state and progress, and each item with its dependencies."""
+    _query_check(request)
+    return _request_out(request_visible_to(request.auth, request_id))
 
 
 @api.get("/agents", response={200: list[AgentOut], **ERRORS}, tags=["platform"])

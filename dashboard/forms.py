@@ -153,3 +153,19 @@ class PayloadEditForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError("the payload must be a JSON object")
         return value
+
+
+class RequestUploadForm(forms.Form):
+    file = forms.FileField(
+        help_text='A JSON file: {"name": ..., "items": [{"key", "work_type", "payload", "priority", '
+        '"depends_on": [keys]}]}.'
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(f"the file is over {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
+        try:
+            return json.loads(upload.read().decode("utf-8", errors="replace"))
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(f"not valid JSON: {error}") from None

@@ -11,6 +11,8 @@ urlpatterns = [
     path("items/", views.items, name="items"),
     path("items/<int:work_item_id>/", views.item, name="item"),
     path("items/<int:work_item_id>/<str:action>/", views.item_action, name="item_action"),
+    path("requests/", views.requests_list, name="requests"),
+    path("requests/<int:request_id>/", views.request_detail, name="request"),
     path("dead-letter/", views.dead_letter, name="dead_letter"),
     path("dead-letter/<int:work_item_id>/edit/", views.dead_letter_edit, name="dead_letter_edit"),
     path("interventions/", views.interventions, name="interventions"),
@@ -19,5 +21,6 @@ urlpatterns = [
     path("submit/", views.submit, name="submit"),
     path("submit/raw/", views.submit_raw, name="submit_raw"),
     path("submit/batch/", views.submit_batch, name="submit_batch"),
+    path("submit/request/", views.submit_request, name="submit_request"),
     path("submit/<str:work_type>/", views.submit, name="submit_type"),
 ]

@@ -19,13 +19,28 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.models import Agent
 from agents.selectors import agent_work_counts, agents_overview
 from agents.services import agent_drain, agent_resume
-from dashboard.forms import BatchUploadForm, PayloadEditForm, RawJsonForm, WorkTypeForm
+from dashboard.forms import BatchUploadForm, PayloadEditForm, RawJsonForm, RequestUploadForm, WorkTypeForm
 from project.exceptions import NotFound, ShepherdError
 from project.platform import platform_status
 from scheduling import registry
-from scheduling.models import TERMINAL_STATUSES, WorkItem, WorkItemStatus
-from scheduling.selectors import throughput_last_hour, work_item_timeline, work_item_visible_to, work_items_visible_to
-from scheduling.services import ActionRefused, work_item_operator_action, work_item_requeue, work_items_submit_batch
+from scheduling.models import TERMINAL_STATUSES, Request, WorkItem, WorkItemStatus
+from scheduling.selectors import (
+    request_graph,
+    request_rollup,
+    request_rollups,
+    request_visible_to,
+    throughput_last_hour,
+    work_item_timeline,
+    work_item_visible_to,
+    work_items_visible_to,
+)
+from scheduling.services import (
+    ActionRefused,
+    request_submit,
+    work_item_operator_action,
+    work_item_requeue,
+    work_items_submit_batch,
+)
 from supervision.models import Escalation, Intervention
 from supervision.selectors import escalations_list
 from supervision.services import escalation_acknowledge, escalation_resolve
@@ -198,6 +213,55 @@ def item_action(request: HttpRequest, work_item_id: int, action: str) -> HttpRes
     return redirect(request.POST.get("next") or reverse("dashboard:item", args=[work_item_id]))
 
 
+# ---------------------------------------------------------------- requests
+
+
+@require_GET
+@login_required
+def requests_list(request: HttpRequest) -> HttpResponse:
+    rows = Request.objects.all() if request.user.is_staff else Request.objects.filter(submitted_by=request.user)
+    page = list(rows.select_related("submitted_by").order_by("-id")[:PAGE_SIZE])
+    found = request_rollups(page)
+    rollups = [(row, found[row.pk]) for row in page]
+    return render(request, "dashboard/requests.html", {"rollups": rollups})
+
+
+@require_GET
+@login_required
+def request_detail(request: HttpRequest, request_id: int) -> HttpResponse:
+    try:
+        found = request_visible_to(request.user, request_id)
+    except NotFound:
+        raise Http404("no such request") from None
+    graph = request_graph(found)
+    context = {"request_row": found, "rollup": request_rollup(found), "graph": graph, **_graph_drawing(graph)}
+    return _partial(request, "dashboard/request.html", "dashboard/_request_live.html", context)
+
+
+NODE_W, NODE_H, GAP_X, GAP_Y = 190, 54, 70, 22
+
+
+def _graph_drawing(graph: dict[str, Any]) -> dict[str, Any]:
+    """Positions for an SVG drawing: one column per dependency layer."""
+    position = {}
+    for column, layer in enumerate(graph["layers"]):
+        for row, node in enumerate(layer):
+            position[node["id"]] = (column * (NODE_W + GAP_X), row * (NODE_H + GAP_Y))
+            node["x"], node["y"] = position[node["id"]]
+    edges = [
+        {
+            "x1": position[parent][0] + NODE_W,
+            "y1": position[parent][1] + NODE_H / 2,
+            "x2": position[child][0],
+            "y2": position[child][1] + NODE_H / 2,
+        }
+        for parent, child in graph["edges"]
+    ]
+    width = max((x for x, _ in position.values()), default=0) + NODE_W + 10
+    height = max((y for _, y in position.values()), default=0) + NODE_H + 10
+    return {"drawn_edges": edges, "width": width, "height": height, "node_w": NODE_W, "node_h": NODE_H}
+
+
 # ---------------------------------------------------------------- dead letter
 
 
@@ -313,6 +377,20 @@ def submit_raw(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         return _submitted(request, form, form.cleaned_data["work_type"], [form.cleaned_data["payload"]])
     return render(request, "dashboard/submit_raw.html", {"form": form, "specs": _public_specs()})
+
+
+@login_required
+def submit_request(request: HttpRequest) -> HttpResponse:
+    form = RequestUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = request_submit(spec=form.cleaned_data["file"], submitted_by=request.user)
+        except ShepherdError as error:
+            form.add_error("file", str(error))
+        else:
+            messages.success(request, f"Submitted request #{created.pk} with {created.items.count()} items.")
+            return redirect("dashboard:request", request_id=created.pk)
+    return render(request, "dashboard/submit_request.html", {"form": form, "specs": _public_specs()})
 
 
 @login_required

@@ -94,8 +94,27 @@ class WorkType(models.Model):
         return self.name
 
 
+class Request(models.Model):
+    """Many items submitted together, with dependencies between them (a DAG)."""
+
+    name = models.CharField(max_length=200, blank=True)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["submitted_by", "-id"], name="request_submitter_idx")]
+
+    def __str__(self) -> str:
+        return f"request #{self.pk} {self.name}".strip()
+
+
 class WorkItem(models.Model):
     work_type = models.ForeignKey(WorkType, on_delete=models.PROTECT, related_name="items")
+    request = models.ForeignKey(Request, null=True, blank=True, on_delete=models.CASCADE, related_name="items")
+    request_key = models.CharField(max_length=100, blank=True, help_text="The item's key within its request.")
     queue = models.CharField(max_length=50, help_text="Queue this item routes to (from the routing table).")
     payload = models.JSONField(default=dict)
     result = models.JSONField(null=True, blank=True)
@@ -193,6 +212,23 @@ class WorkItem(models.Model):
 def celery_task_id(work_item_id: int, attempt: int) -> str:
     # Deterministic per attempt, so a revoke reaches every copy the outbox published.
     return f"wi-{work_item_id}-a{attempt}"
+
+
+class Dependency(models.Model):
+    """`child` runs only after `parent` succeeded; a parent that ends dead or
+    cancelled cancels its dependants."""
+
+    child = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="parent_links")
+    parent = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="child_links")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["child", "parent"], name="dependency_unique"),
+            models.CheckConstraint(condition=~Q(child=models.F("parent")), name="dependency_not_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.child_id} after #{self.parent_id}"
 
 
 class AttemptOutcome(models.TextChoices):

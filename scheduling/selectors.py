@@ -12,6 +12,17 @@ from scheduling.models import NON_TERMINAL_STATUSES, Attempt, AttemptOutcome, Wo
 from scheduling.routing import work_queue_names
 
 
+def request_visible_to(user: Any, request_id: Any) -> Any:
+    """The request if this user may see it (staff: any); NotFound otherwise."""
+    from scheduling.models import Request
+
+    requests = Request.objects.all() if user.is_staff else Request.objects.filter(submitted_by=user)
+    try:
+        return requests.get(pk=int(request_id))
+    except (ValueError, TypeError, Request.DoesNotExist):
+        raise NotFound(f"no request with id {request_id!r}") from None
+
+
 def work_item_counts(user: Any = None) -> dict[str, int]:
     """Items per state, every state present (zero when empty); only the items
     `user` may see when a user is given."""
@@ -151,3 +162,66 @@ def work_item_timeline(item: WorkItem) -> list[dict[str, Any]]:
         for intervention in Intervention.objects.filter(work_item=item)
     ]
     return sorted(entries, key=lambda entry: entry["at"])
+
+
+def request_rollups(requests: list[Any]) -> dict[int, dict[str, Any]]:
+    """Per request: counts per state, mean progress and one overall state, for a
+    whole page of requests in one grouped query."""
+    from django.db.models import Sum
+
+    S = WorkItemStatus
+    found: dict[int, dict[str, Any]] = {
+        r.pk: {"counts": dict.fromkeys(S.values, 0), "progress_sum": 0.0} for r in requests
+    }
+    rows = (
+        WorkItem.objects.filter(request_id__in=list(found))
+        .order_by()
+        .values("request_id", "status")
+        .annotate(n=Count("id"), progress=Sum("progress"))
+    )
+    for row in rows:
+        found[row["request_id"]]["counts"][row["status"]] = row["n"]
+        found[row["request_id"]]["progress_sum"] += row["progress"] or 0.0
+    for rollup in found.values():
+        counts = rollup["counts"]
+        total = sum(counts.values())
+        rollup["total"] = total
+        rollup["progress"] = round(rollup.pop("progress_sum") / total, 3) if total else 0.0
+        unfinished = any(counts[s] for s in NON_TERMINAL_STATUSES)
+        if total and counts[S.SUCCEEDED] == total:
+            rollup["state"] = "succeeded"
+        elif counts[S.DEAD] or counts[S.CANCELLED]:
+            failed = "failed" if counts[S.DEAD] else "cancelled"
+            rollup["state"] = failed + (" (items still running)" if unfinished else "")
+        elif counts[S.PENDING] == total:
+            rollup["state"] = "pending"
+        else:
+            rollup["state"] = "running"
+    return found
+
+
+def request_rollup(request: Any) -> dict[str, Any]:
+    return request_rollups([request])[request.pk]
+
+
+def request_graph(request: Any) -> dict[str, Any]:
+    """Nodes (items with state) and edges, laid out in layers by dependency depth
+    for drawing: a node's layer is one more than its deepest parent's."""
+    from scheduling.models import Dependency
+
+    nodes = list(request.items.order_by("id").values("id", "request_key", "work_type_id", "status", "progress"))
+    edges = list(Dependency.objects.filter(child__request=request).values_list("parent_id", "child_id").order_by("id"))
+    parents: dict[int, list[int]] = {node["id"]: [] for node in nodes}
+    for parent, child in edges:
+        parents[child].append(parent)
+    depth: dict[int, int] = {}
+
+    def layer_of(node_id: int) -> int:
+        if node_id not in depth:
+            depth[node_id] = 1 + max((layer_of(p) for p in parents[node_id]), default=-1)
+        return depth[node_id]
+
+    layers: dict[int, list[dict[str, Any]]] = {}
+    for node in nodes:
+        layers.setdefault(layer_of(node["id"]), []).append(node)
+    return {"nodes": nodes, "edges": edges, "layers": [layers[i] for i in sorted(layers)]}

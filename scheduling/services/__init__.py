@@ -7,6 +7,7 @@ WorkItemEvent in the same transaction.
 
 from scheduling.services.operator import OPERATOR_ACTIONS, ActionRefused, work_item_operator_action
 from scheduling.services.release import queue_window, work_item_redispatch, work_items_release
+from scheduling.services.requests import BLOCKED_BY_DEPENDENCIES, dependants_advance, request_submit
 from scheduling.services.submission import (
     Submission,
     work_item_get,
@@ -35,12 +36,15 @@ from scheduling.services.transitions import (
 )
 
 __all__ = [
+    "BLOCKED_BY_DEPENDENCIES",
     "OPERATOR_ACTIONS",
     "ActionRefused",
     "ClaimedItem",
     "Submission",
     "attempt_revoke",
+    "dependants_advance",
     "queue_window",
+    "request_submit",
     "work_item_budget_warn",
     "work_item_cancel",
     "work_item_charge",

@@ -31,7 +31,7 @@ from scheduling.services.release import work_items_release
 
 logger = logging.getLogger("scheduling.services")
 S = WorkItemStatus
-_ROW_FIELDS = ("status", "attempt", "max_attempts", "requeue_count", "queue", "agent_id")
+_ROW_FIELDS = ("status", "attempt", "max_attempts", "requeue_count", "queue", "agent_id", "request_id")
 
 
 def _transition(
@@ -78,6 +78,20 @@ def _transition(
             if attempt is not None:
                 return None
     return None
+
+
+def _dependants_after_commit(row: dict[str, Any], work_item_id: int) -> None:
+    """An item of a request finished: its dependants may run now, or must be cancelled.
+    Items outside requests have no dependants, so the hot path pays nothing."""
+    if row.get("request_id") is None:
+        return
+
+    def advance() -> None:
+        from scheduling.services.requests import dependants_advance
+
+        dependants_advance(parent_ids=[work_item_id])
+
+    transaction.on_commit(advance)
 
 
 def _attempt_close(*, work_item_id: int, attempt: int, outcome: str, error: str = "") -> None:
@@ -194,6 +208,7 @@ def work_item_succeed(*, work_item_id: int, attempt: int, actor: str, result: An
         if row is None:
             return False
         _attempt_close(work_item_id=work_item_id, attempt=attempt, outcome=AttemptOutcome.SUCCEEDED)
+        _dependants_after_commit(row, work_item_id)
         transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
 
@@ -250,6 +265,8 @@ def work_item_fail(
         if won is None:
             return None
         _attempt_close(work_item_id=work_item_id, attempt=attempt, outcome=outcome, error=error)
+        if to_status == S.DEAD:
+            _dependants_after_commit(row, work_item_id)
         # A retry due now, or a freed slot in the window, lets the next item go. The
         # supervisor passes release=False and releases once at the end of its tick.
         if release:
@@ -295,6 +312,7 @@ def work_item_cancel(*, work_item_id: int, actor: str, reason: str = "cancelled"
         )
         if row is None:
             return False
+        _dependants_after_commit(row, work_item_id)
         if row["status"] == S.RUNNING:
             _attempt_close(
                 work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.CANCELLED, error=reason
@@ -321,6 +339,7 @@ def work_item_dead_letter(*, work_item_id: int, actor: str, reason: str, attempt
         )
         if row is None:
             return False
+        _dependants_after_commit(row, work_item_id)
         if row["status"] == S.RUNNING:
             _attempt_close(
                 work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.FAILED, error=reason

@@ -103,6 +103,9 @@ def _supervise(run: SupervisorRun) -> None:
             run.findings += 1
             if intervene(run=run, finding=finding):
                 run.actions += 1
+    # Backstop for dependants whose parent finished in a process that died before
+    # its after-commit hook ran.
+    scheduling.dependants_advance(actor="supervisor")
     run.released = scheduling.work_items_release()
 
 

@@ -359,3 +359,54 @@ def test_api_token_command(capsys):
         call_command("api_token", "create", "nobody", stdout=StringIO())
     assert raised.value.returncode == 2
     assert ApiToken.objects.count() == 1
+
+
+# ----------------------------------------------------------------- requests
+
+
+def test_submit_a_request_with_dependencies_and_read_it_back(alice, bob):
+    body = {
+        "name": "report",
+        "items": [
+            {"key": "gather", "work_type": "demo.noop"},
+            {"key": "render", "work_type": "demo.sleep", "payload": {"seconds": 0}, "depends_on": ["gather"]},
+        ],
+    }
+    response = alice.post("/requests", body)
+    assert response.status_code == 201, response.content
+    created = response.json()
+    assert created["name"] == "report" and created["state"] in ("pending", "running")
+    nodes = {node["key"]: node for node in created["items"]}
+    assert nodes["render"]["depends_on"] == [nodes["gather"]["id"]]
+    assert alice.get(f"/requests/{created['id']}").json()["id"] == created["id"]
+    error_of(bob.get(f"/requests/{created['id']}"), 404, "not_found")
+    assert WorkItem.objects.filter(submitted_by=alice.user).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "fragment"),
+    [
+        ({"items": []}, 400, "malformed_request", "items"),
+        ({"items": [{"key": "a", "work_type": "demo.noop", "depends_on": ["a"]}]}, 422, "invalid_payload", "itself"),
+        (
+            {
+                "items": [
+                    {"key": "a", "work_type": "demo.noop", "depends_on": ["b"]},
+                    {"key": "b", "work_type": "demo.noop", "depends_on": ["a"]},
+                ]
+            },
+            422,
+            "invalid_payload",
+            "cycle",
+        ),
+        (
+            {"items": [{"key": "a", "work_type": "demo.sleep", "payload": {"seconds": "x"}}]},
+            422,
+            "invalid_payload",
+            "'a'",
+        ),
+    ],
+)
+def test_invalid_requests_create_nothing(alice, body, status, code, fragment):
+    assert fragment in error_of(alice.post("/requests", body), status, code)["message"] + str(body)
+    assert WorkItem.objects.count() == 0

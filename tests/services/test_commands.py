@@ -85,3 +85,44 @@ def test_wait_returns_when_nothing_is_unfinished_and_times_out_with_code_1():
     with pytest.raises(CommandError, match=r"timed out after 0\.3s with 1 unfinished") as error:
         run("wait", "--timeout", "0.3")
     assert error.value.returncode == 1
+
+
+def test_submit_a_request_file_and_a_jsonl_batch(tmp_path):
+    request = tmp_path / "request.json"
+    request.write_text(
+        json.dumps(
+            {
+                "name": "etl",
+                "items": [
+                    {"key": "extract", "work_type": "demo.noop"},
+                    {"key": "load", "work_type": "demo.noop", "depends_on": ["extract"]},
+                ],
+            }
+        )
+    )
+    ids = json.loads(run("submit", "--file", str(request), "--json"))
+    items = WorkItem.objects.in_bulk(ids)
+    assert [items[pk].request_key for pk in ids] == ["extract", "load"]
+    assert items[ids[1]].blocked_reason == "dependencies"
+    batch = tmp_path / "items.jsonl"
+    batch.write_text('{"seconds": 1}\n\n{"seconds": 2}\n')
+    assert len(json.loads(run("submit", "demo.sleep", "--file", str(batch), "--json"))) == 2
+    assert WorkItem.objects.count() == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ('{"items": [{"key": "a", "work_type": "demo.noop", "depends_on": ["b"]}]}', [], "unknown key(s): b"),
+        ("{not json", [], "is not valid JSON"),
+        ('{"seconds": 1}\nnope\n', ["demo.sleep"], "line 2 is not valid JSON"),
+        ('{"seconds": 1}\n{"seconds": -1}\n', ["demo.sleep"], "item 2: demo.sleep"),
+    ],
+)
+def test_bad_files_create_nothing(tmp_path, content, args, message):
+    path = tmp_path / "input.json"
+    path.write_text(content)
+    with pytest.raises(CommandError) as raised:
+        run("submit", *args, "--file", str(path))
+    assert message in str(raised.value) and raised.value.returncode == 2
+    assert WorkItem.objects.count() == 0

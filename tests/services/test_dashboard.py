@@ -39,7 +39,17 @@ def staff():
     return user_make("operator", staff=True)
 
 
-PAGES = ["/", "/agents/", "/items/", "/submit/", "/submit/raw/", "/submit/batch/", "/submit/demo.sleep/"]
+PAGES = [
+    "/",
+    "/agents/",
+    "/items/",
+    "/requests/",
+    "/submit/",
+    "/submit/raw/",
+    "/submit/batch/",
+    "/submit/request/",
+    "/submit/demo.sleep/",
+]
 STAFF_PAGES = ["/dead-letter/", "/interventions/", "/escalations/"]
 
 
@@ -178,7 +188,9 @@ def _queries(client: Client, url: str) -> int:
     return len(captured)
 
 
-@pytest.mark.parametrize("url", ["/", "/agents/", "/items/", "/dead-letter/", "/interventions/", "/escalations/"])
+@pytest.mark.parametrize(
+    "url", ["/", "/agents/", "/items/", "/requests/", "/dead-letter/", "/interventions/", "/escalations/"]
+)
 def test_page_queries_do_not_grow_with_rows(staff, url):
     client = client_for(staff)
 
@@ -189,6 +201,7 @@ def test_page_queries_do_not_grow_with_rows(staff, url):
             services.work_item_fail(work_item_id=item.pk, attempt=1, actor="t", error="x", retryable=False)
             Escalation.objects.create(problem="stalled", subject=f"item:{item.pk}", summary="x", work_item=item)
         services.work_items_submit_ids(work_type="demo.noop", payloads=[{}] * 5, submitted_by=staff)
+        services.request_submit(spec={"items": [{"key": "a", "work_type": "demo.cpu"}]}, submitted_by=staff)
 
     grow()
     few = _queries(client, url)
@@ -210,3 +223,27 @@ def test_item_page_queries_do_not_grow_with_attempts(staff):
             work_item_id=item.pk, attempt=attempt + 1, agent_id=agent.pk, agent_name="a", worker_pid=1, task_id="t"
         )
     assert _queries(client, f"/items/{item.pk}/") == few
+
+
+def test_request_upload_graph_and_ownership(alice):
+    import json
+
+    client = client_for(alice)
+    spec = {
+        "name": "nightly",
+        "items": [
+            {"key": "extract", "work_type": "demo.noop"},
+            {"key": "report", "work_type": "demo.noop", "depends_on": ["extract"]},
+        ],
+    }
+    bad = {"items": [{"key": "a", "work_type": "demo.noop", "depends_on": ["a"]}]}
+    response = client.post("/submit/request/", {"file": SimpleUploadedFile("r.json", json.dumps(bad).encode())})
+    assert "cannot depend on itself" in response.content.decode() and WorkItem.objects.count() == 0
+    response = client.post("/submit/request/", {"file": SimpleUploadedFile("r.json", json.dumps(spec).encode())})
+    assert response.status_code == 302
+    page = client.get(response["Location"]).content.decode()
+    assert "<svg" in page and "extract" in page and "report" in page and "marker-end" in page
+    assert "nightly" in client.get("/requests/").content.decode()
+    other = client_for(user_make("mallory"))
+    assert other.get(response["Location"]).status_code == 404
+    assert "nightly" not in other.get("/requests/").content.decode()
