@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from project.admin_base import ReadOnlyAdmin
-from scheduling.models import Attempt, WorkItem, WorkItemEvent, WorkType
+from scheduling.models import Attempt, Dependency, Request, WorkItem, WorkItemEvent, WorkType
 from scheduling.services import work_item_cancel, work_item_requeue, work_item_retry
 
 
@@ -169,3 +169,28 @@ class WorkItemEventAdmin(ReadOnlyAdmin):
     list_display = ["at", "work_item", "kind", "attempt", "from_status", "to_status", "actor", "reason"]
     list_filter = ["kind", "to_status"]
     list_select_related = ["work_item"]
+
+
+class RequestItemInline(admin.TabularInline):
+    model = WorkItem
+    fields = ["request_key", "work_type", "status", "progress", "attempt"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Request)
+class RequestAdmin(ReadOnlyAdmin):
+    list_display = ["id", "name", "submitted_by", "created_at"]
+    search_fields = ["name"]
+    inlines = [RequestItemInline]
+
+
+@admin.register(Dependency)
+class DependencyAdmin(ReadOnlyAdmin):
+    list_display = ["id", "parent", "child"]
+    list_select_related = ["parent", "child"]
