@@ -126,3 +126,15 @@ def test_bad_files_create_nothing(tmp_path, content, args, message):
         run("submit", *args, "--file", str(path))
     assert message in str(raised.value) and raised.value.returncode == 2
     assert WorkItem.objects.count() == 0
+
+
+def test_agents_command_lists_drains_and_resumes():
+    agent = agent_create("default@host-a")
+    assert "default@host-a" in run("agents")
+    assert "drain: default@host-a" in run("agents", "drain", "default@host-a")
+    agent.refresh_from_db()
+    assert agent.status == "draining"
+    assert "already handled" in run("agents", "drain", str(agent.pk))
+    assert "resume: default@host-a" in run("agents", "resume", str(agent.pk))
+    with pytest.raises(CommandError, match="no live agent 'nobody'"):
+        run("agents", "drain", "nobody")
