@@ -165,6 +165,8 @@ def _query_check(request: HttpRequest, allowed: frozenset[str] = frozenset()) ->
     unknown = sorted(set(request.GET) - allowed)
     if unknown:
         raise ApiError(400, "malformed_request", f"unknown query parameter(s): {', '.join(unknown)}")
+    if any("\x00" in value for values in request.GET.lists() for value in values[1]):
+        raise ApiError(400, "malformed_request", "query parameters cannot contain NUL characters")
 
 
 def _actor(request: HttpRequest) -> str:

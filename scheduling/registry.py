@@ -116,10 +116,26 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(_REGISTRY[name].payload_schema)
 
 
+def text_without_nul(value: Any, what: str) -> None:
+    """PostgreSQL cannot store NUL characters in text or jsonb: refuse them up front
+    with a clear error instead of failing inside the INSERT."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError(f"{what} contains a NUL character (\\u0000), which cannot be stored")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            text_without_nul(key, what)
+            text_without_nul(item, what)
+    elif isinstance(value, list):
+        for item in value:
+            text_without_nul(item, what)
+
+
 def payload_validate(spec: WorkTypeSpec, payload: Any) -> dict:
     """Return the payload with schema defaults filled in, or raise ValidationError."""
     if not isinstance(payload, dict):
         raise ValidationError(f"{spec.name}: payload must be a JSON object, not {type(payload).__name__}")
+    text_without_nul(payload, f"{spec.name}: payload")
     validator = (
         _validator(spec.name)
         if _REGISTRY.get(spec.name) is spec

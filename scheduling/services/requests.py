@@ -28,6 +28,7 @@ def _items_checked(spec: Any) -> list[dict[str, Any]]:
     """Every problem with a request spec, as one ValidationError naming the item."""
     if not isinstance(spec, dict):
         raise ValidationError("a request must be a JSON object with an 'items' list")
+    registry.text_without_nul({k: v for k, v in spec.items() if k != "items"}, "the request")
     unknown = set(spec) - {"name", "items"}
     if unknown:
         raise ValidationError(f"unknown request field(s): {', '.join(sorted(unknown))}")
@@ -47,6 +48,7 @@ def _items_checked(spec: Any) -> list[dict[str, Any]]:
         key = item.get("key")
         if not isinstance(key, str) or not key.strip() or len(key) > 100:
             raise ValidationError(f"{where}: 'key' must be a non-empty string of at most 100 characters")
+        registry.text_without_nul(key, f"{where}: 'key'")
         where = f"item {key!r}"
         if key in keys:
             raise ValidationError(f"{where}: the key is used twice")

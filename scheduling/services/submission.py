@@ -205,9 +205,9 @@ def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[s
                 work_type_id, queue, priority, max_attempts, not_before, complete_by, submitted_by_id, payload,
                 budget_seconds, budget_seconds_total, budget_cost,
                 idempotency_key, status, blocked_reason, attempt, requeue_count, progress, progress_message,
-                cost_total, error, created_at, updated_at)
+                cost_total, error, request_key, created_at, updated_at)
             SELECT %s, %s, %s, %s, %s, %s, %s, payload::jsonb, %s, %s, %s,
-                key, %s, '', 0, 0, 0, '', 0, '', now(), now()
+                key, %s, '', 0, 0, 0, '', 0, '', '', now(), now()
             FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS batch(payload, key, n)
             ORDER BY n
             RETURNING id

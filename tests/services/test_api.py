@@ -410,3 +410,14 @@ def test_submit_a_request_with_dependencies_and_read_it_back(alice, bob):
 def test_invalid_requests_create_nothing(alice, body, status, code, fragment):
     assert fragment in error_of(alice.post("/requests", body), status, code)["message"] + str(body)
     assert WorkItem.objects.count() == 0
+
+
+def test_nul_characters_are_refused_not_500(alice):
+    error_of(alice.get("/items", queue="a\x00b"), 400, "malformed_request")
+    body = {"work_type": "demo.noop_typo", "payload": {}}
+    error_of(alice.post("/items", body), 422, "invalid_payload")
+    response = alice.post("/items", raw='{"work_type": "demo.progress", "payload": {"steps": 1, "note\\u0000": 1}}')
+    assert response.status_code in (400, 422)
+    request = {"items": [{"key": "a\\u0000", "work_type": "demo.noop"}]}
+    assert alice.post("/requests", raw=json.dumps(request).replace("\\\\u", "\\u")).status_code in (400, 422)
+    assert WorkItem.objects.count() == 0
