@@ -1,13 +1,8 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from agents.models import Agent
 from agents.services import agent_drain, agent_resume
-
-
-def _agents_act(modeladmin, request, queryset, service, verb: str) -> None:
-    done = sum(1 for pk in queryset.values_list("pk", flat=True) if service(agent_id=pk))
-    level = messages.SUCCESS if done else messages.WARNING
-    modeladmin.message_user(request, f"{verb}: {done} done, {queryset.count() - done} already handled", level)
+from project.admin_base import admin_action_run
 
 
 @admin.register(Agent)
@@ -23,8 +18,8 @@ class AgentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Drain: finish current work, take no more")
     def drain(self, request, queryset):
-        _agents_act(self, request, queryset, agent_drain, "drain")
+        admin_action_run(self, request, queryset, lambda pk: agent_drain(agent_id=pk), "drain")
 
     @admin.action(description="Resume taking work")
     def resume(self, request, queryset):
-        _agents_act(self, request, queryset, agent_resume, "resume")
+        admin_action_run(self, request, queryset, lambda pk: agent_resume(agent_id=pk), "resume")

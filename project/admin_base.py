@@ -1,6 +1,8 @@
 """Admin base classes shared by the apps."""
 
-from django.contrib import admin
+from collections.abc import Callable
+
+from django.contrib import admin, messages
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -14,3 +16,12 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def admin_action_run(modeladmin, request, queryset, act: Callable[[int], bool], verb: str) -> None:
+    """Apply `act` (a service call that says whether it took effect) to each selected
+    row and report "N done, M already handled"."""
+    done = sum(1 for pk in queryset.values_list("pk", flat=True) if act(pk))
+    handled = queryset.count() - done
+    level = messages.SUCCESS if done else messages.WARNING
+    modeladmin.message_user(request, f"{verb}: {done} done, {handled} already handled or not allowed", level)

@@ -1,20 +1,19 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 
-from project.admin_base import ReadOnlyAdmin
+from project.admin_base import ReadOnlyAdmin, admin_action_run
 from scheduling.models import Attempt, Dependency, Request, WorkItem, WorkItemEvent, WorkType
 from scheduling.services import work_item_cancel, work_item_requeue, work_item_retry
 
 
 def run_action(modeladmin, request, queryset, service, verb: str) -> None:
-    """Call a service per selected item and report 'N done, M already handled'."""
-    done = handled = 0
-    for pk in queryset.values_list("pk", flat=True):
-        if service(work_item_id=pk, actor=f"user:{request.user.get_username()}", reason=f"{verb} from admin"):
-            done += 1
-        else:
-            handled += 1
-    level = messages.SUCCESS if done else messages.WARNING
-    modeladmin.message_user(request, f"{verb}: {done} done, {handled} already handled or not allowed", level)
+    actor = f"user:{request.user.get_username()}"
+    admin_action_run(
+        modeladmin,
+        request,
+        queryset,
+        lambda pk: service(work_item_id=pk, actor=actor, reason=f"{verb} from admin"),
+        verb,
+    )
 
 
 @admin.register(WorkType)

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.contrib import admin, messages
 
-from project.admin_base import ReadOnlyAdmin
+from project.admin_base import ReadOnlyAdmin, admin_action_run
 from supervision.models import Escalation, Intervention, SupervisorLease, SupervisorRun
 from supervision.services import escalation_acknowledge, escalation_resolve
 
@@ -15,7 +15,6 @@ class SupervisorRunAdmin(ReadOnlyAdmin):
         return bool(obj.error)
 
     def changelist_view(self, request, extra_context=None):
-        from django.contrib import messages
 
         from supervision.selectors import supervisor_last_run
 
@@ -38,11 +37,8 @@ class InterventionAdmin(ReadOnlyAdmin):
 
 
 def _escalations_move(modeladmin, request, queryset, service, verb: str) -> None:
-    done = sum(
-        1 for pk in queryset.values_list("pk", flat=True) if service(escalation_id=pk, by=request.user.get_username())
-    )
-    level = messages.SUCCESS if done else messages.WARNING
-    modeladmin.message_user(request, f"{verb}: {done} done, {queryset.count() - done} already handled", level)
+    by = request.user.get_username()
+    admin_action_run(modeladmin, request, queryset, lambda pk: service(escalation_id=pk, by=by), verb)
 
 
 @admin.register(Escalation)
