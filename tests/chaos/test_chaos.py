@@ -118,7 +118,7 @@ def test_poison_item_dies_after_max_attempts_and_the_agent_keeps_serving(platfor
     agent = platform.agent_for(worker)
     platform.start_supervisor_loop()
     poison = services.work_item_submit(work_type="demo.crash")
-    wait_until(lambda: finished([poison.pk]), timeout=patience(120), what="poison item to end", logs=platform)
+    wait_until(lambda: finished([poison.pk]), timeout=120, what="poison item to end", logs=platform)
     poison.refresh_from_db()
     assert poison.status == "dead"
     assert Attempt.objects.filter(work_item=poison).count() == poison.max_attempts == 3
@@ -127,7 +127,7 @@ def test_poison_item_dies_after_max_attempts_and_the_agent_keeps_serving(platfor
     assert set(Attempt.objects.filter(work_item=poison).values_list("outcome", flat=True)) <= {"lost", "timed_out"}
 
     healthy = [i.pk for i in services.work_items_submit(work_type="demo.noop", payloads=[{}] * 5)]
-    wait_until(lambda: finished(healthy), timeout=patience(60), what="healthy items after the poison", logs=platform)
+    wait_until(lambda: finished(healthy), timeout=60, what="healthy items after the poison", logs=platform)
     assert WorkItem.objects.filter(pk__in=healthy, status="succeeded").count() == 5
     assert worker.alive() and Agent.objects.get(pk=agent.pk).status == "online"
     assert set(Attempt.objects.filter(work_item__in=healthy).values_list("agent_id", flat=True)) == {agent.pk}
