@@ -1,7 +1,9 @@
+import logging
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError, connection
 
 from supervision.services import supervisor_run_once, supervisor_tick
 
@@ -29,5 +31,11 @@ class Command(BaseCommand):
         self.stdout.write(f"supervising every {interval:g}s")
         while True:
             started = time.monotonic()
-            supervisor_tick()
+            try:
+                supervisor_tick()
+            except DatabaseError:
+                # The database restarted or failed over: the loop must outlive it, not
+                # end the only supervisor. Drop the dead connection; the next tick reconnects.
+                logging.getLogger("shepherd.supervisor").warning("tick failed; next interval", exc_info=True)
+                connection.close()
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
