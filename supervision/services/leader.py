@@ -13,7 +13,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import DatabaseError, IntegrityError, connection
 from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 
@@ -33,20 +33,58 @@ def _holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# pg_try_advisory_lock key: "SHEP" in ASCII.
+ADVISORY_LOCK_KEY = 0x53484550
+
+
 def _hold_seconds() -> float:
-    # Long enough for any tick; a leader that dies mid-tick is replaced after this.
-    return max(30.0, 6 * settings.SUPERVISOR_INTERVAL_SECONDS)
+    """How long the lease row alone keeps other supervisors out. On PostgreSQL a
+    session advisory lock guards the running tick instead, and the server drops
+    it the moment a killed leader's connection closes, so the row only spaces
+    ticks. Elsewhere the row is the guard: held for two intervals and renewed
+    after every monitor pass, so a leader killed mid-tick is replaced within about
+    three intervals."""
+    if connection.vendor == "postgresql":
+        return 0.8 * settings.SUPERVISOR_INTERVAL_SECONDS
+    return max(2.0, 2 * settings.SUPERVISOR_INTERVAL_SECONDS)
+
+
+def _advisory_lock(acquire: bool) -> bool:
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_lock(%s)" if acquire else "SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY]
+        )
+        return bool(cursor.fetchone()[0])
 
 
 def supervisor_lease_try_acquire(*, holder: str) -> bool:
     """Take the leader lease if it is free. Exactly one caller wins per interval."""
+    if not _advisory_lock(acquire=True):
+        return False
     with contextlib.suppress(IntegrityError):  # a concurrent caller created it
         SupervisorLease.objects.get_or_create(name=LEASE_NAME, defaults={"expires_at": Now()})
-    return bool(
+    won = bool(
         SupervisorLease.objects.filter(name=LEASE_NAME, expires_at__lte=Now()).update(
             holder=holder, acquired_at=Now(), expires_at=now_plus(_hold_seconds())
         )
     )
+    if not won:
+        _advisory_lock(acquire=False)
+    return won
+
+
+class LeaseLost(Exception):
+    """Another supervisor took the lease while this tick ran (it stalled past the hold)."""
+
+
+def supervisor_lease_renew(*, holder: str) -> None:
+    """Keep the row lease while a long tick runs (not needed under PostgreSQL's lock)."""
+    if connection.vendor == "postgresql":
+        return
+    if not SupervisorLease.objects.filter(name=LEASE_NAME, holder=holder).update(expires_at=now_plus(_hold_seconds())):
+        raise LeaseLost(f"{holder} lost the supervisor lease mid-tick")
 
 
 def supervisor_lease_release(*, holder: str) -> None:
@@ -56,6 +94,9 @@ def supervisor_lease_release(*, holder: str) -> None:
     SupervisorLease.objects.filter(name=LEASE_NAME, holder=holder).update(
         expires_at=ExpressionWrapper(F("acquired_at") + spacing, output_field=DateTimeField())
     )
+    # A lost connection has dropped the lock already.
+    with contextlib.suppress(DatabaseError):
+        _advisory_lock(acquire=False)
 
 
 def supervisor_tick(*, holder: str | None = None) -> SupervisorRun | None:
@@ -66,7 +107,7 @@ def supervisor_tick(*, holder: str | None = None) -> SupervisorRun | None:
         return None
     run = SupervisorRun.objects.create(holder=holder, started_at=Now())
     try:
-        _supervise(run)
+        _supervise(run, holder=holder)
     except Exception:
         logger.exception("supervisor tick failed")
         run.error = traceback.format_exc()[-5000:]
@@ -78,7 +119,7 @@ def supervisor_tick(*, holder: str | None = None) -> SupervisorRun | None:
     return run
 
 
-def _supervise(run: SupervisorRun) -> None:
+def _supervise(run: SupervisorRun, *, holder: str) -> None:
     # Order matters: agents found dead this tick make their items orphans this tick,
     # and budgets are judged before the lease monitor would merely retry an item
     # that a hard time limit killed.
@@ -103,6 +144,7 @@ def _supervise(run: SupervisorRun) -> None:
             run.findings += 1
             if intervene(run=run, finding=finding):
                 run.actions += 1
+        supervisor_lease_renew(holder=holder)
     # Backstop for dependants whose parent finished in a process that died before
     # its after-commit hook ran.
     scheduling.dependants_advance(actor="supervisor")
