@@ -1,5 +1,5 @@
-"""Bare Celery for comparison: the same broker, pool, concurrency, prefetch and acks
-as Shepherd's agents, and a no-op task that only counts itself (one Redis INCR)."""
+"""Bare Celery for comparison: the same broker, pool, concurrency, prefetch, acks and
+task events as Shepherd's agents, and a no-op task that only counts itself (one Redis INCR)."""
 
 import os
 
@@ -17,6 +17,9 @@ app.conf.update(
     task_default_queue="bare",
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
+    # Task events exactly as Shepherd's settings have them (same variables, same defaults).
+    worker_send_task_events=os.environ.get("CELERY_WORKER_SEND_TASK_EVENTS", "").lower() in {"1", "true", "yes", "on"},
+    task_send_sent_event=os.environ.get("CELERY_TASK_SEND_SENT_EVENT", "").lower() in {"1", "true", "yes", "on"},
 )
 _counter: redis.Redis | None = None
 

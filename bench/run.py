@@ -321,14 +321,29 @@ def _bulk_rows(total: int, status: str = "succeeded") -> None:
         cursor.execute("ANALYZE scheduling_workitem")
 
 
-def _wait_succeeded(first_id: int, count: int, timeout: float = 3600) -> None:
+def _wait_finished(first_id: int, timeout: float = 3600) -> None:
+    """Poll until none of the run's items is unfinished, then check they all succeeded.
+
+    The poll is an EXISTS over the live states (it stops at the first live row, through
+    the queue/status index), not a COUNT of succeeded rows: that count visited every
+    finished row 20 times a second, costing PostgreSQL CPU the bare side's Redis GET
+    does not, on the same two cores."""
     from scheduling.models import WorkItem
 
+    live = ["pending", "queued", "running", "retry_wait"]
     deadline = time.monotonic() + timeout
-    while WorkItem.objects.filter(pk__gte=first_id, status="succeeded").count() < count:
+    while WorkItem.objects.filter(queue="default", status__in=live, pk__gte=first_id).exists():
         if time.monotonic() > deadline:
             raise RuntimeError("items did not finish in time")
         time.sleep(0.05)
+
+
+def _check_succeeded(first_id: int, count: int) -> None:
+    from scheduling.models import WorkItem
+
+    succeeded = WorkItem.objects.filter(pk__gte=first_id, status="succeeded").count()
+    if succeeded != count:
+        raise RuntimeError(f"{succeeded} of {count} items succeeded")
 
 
 def child_b1_shepherd(items: str) -> dict:
@@ -338,8 +353,10 @@ def child_b1_shepherd(items: str) -> dict:
     n = int(items)
     started = time.perf_counter()
     ids = work_items_submit_ids(work_type="demo.noop", payloads=[{}] * n)
-    _wait_succeeded(ids[0], n)
-    return {"seconds": time.perf_counter() - started}
+    _wait_finished(ids[0])
+    seconds = time.perf_counter() - started
+    _check_succeeded(ids[0], n)
+    return {"seconds": seconds}
 
 
 def child_b1_bare(items: str) -> dict:

@@ -182,9 +182,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One reserved message per process: the DB holds the backlog, so prefetching
 # more only strands messages in a dying worker.
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1)
-# Events feed Flower.
-CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Task events feed Flower, and Flower turns them on in every worker while it runs
+# (its enable_events, every few seconds), so workers need not send them unasked:
+# measured, they cost an agent's main process ~1.5 ms CPU per task and sent events
+# double each publish. The database, not events, is the record of every transition.
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)
+CELERY_TASK_SEND_SENT_EVENT = env_bool("CELERY_TASK_SEND_SENT_EVENT", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

@@ -8,19 +8,18 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
 from django.db.models.functions import Now
 
 from agents.selectors import agents_capacity_by_queue
 from scheduling import routing
 from scheduling.models import (
-    IN_FLIGHT_STATUSES,
     EventKind,
     WorkItem,
     WorkItemEvent,
     WorkItemStatus,
     celery_task_id,
 )
+from scheduling.services import statements
 
 logger = logging.getLogger("scheduling.services")
 S = WorkItemStatus
@@ -96,36 +95,35 @@ def queue_window(queue: str) -> int:
     return min(settings.SHEPHERD_QUEUE_WINDOW, per_process * max(capacity, 1))
 
 
+def release_after_finish_due(*, queue: str, in_flight: int) -> bool:
+    """Whether a finish should refill `queue`'s window, given how many of its items
+    are still in flight: once half the window (at least one slot) is free, so a
+    release moves several items at a time instead of one per finish (measured, B1:
+    a release per item was a fifth of an agent's time). The window stays at least
+    half full, so agents never wait for a release; the tick releases as well."""
+    window = queue_window(queue)
+    return window - in_flight >= max(1, window // 2)
+
+
 def _queue_release(queue: str) -> int:
-    with transaction.atomic():
-        in_flight = WorkItem.objects.filter(queue=queue, status__in=IN_FLIGHT_STATUSES).count()
-        room = queue_window(queue) - in_flight
-        if room <= 0:
-            return 0
-        ids = list(
-            WorkItem.objects.filter(queue=queue, status=S.PENDING, blocked_reason="", work_type__paused=False)
-            .filter(Q(not_before__isnull=True) | Q(not_before__lte=Now()))
-            .order_by("-priority", "id")
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", flat=True)[:room]
-        )
-        if not ids:
-            return 0
-        WorkItem.objects.filter(pk__in=ids, status=S.PENDING).update(
-            status=S.QUEUED, attempt=F("attempt") + 1, dispatched_at=Now(), updated_at=Now()
-        )
-        released = list(
-            WorkItem.objects.filter(pk__in=ids, status=S.QUEUED)
-            .order_by("-priority", "id")
-            .values_list("id", "attempt", "work_type__budget_seconds")
-        )
-        _events_bulk(
-            [(pk, attempt) for pk, attempt, _ in released],
-            from_status=S.PENDING,
-            to_status=S.QUEUED,
-            reason=f"released into queue {queue}",
-        )
-        transaction.on_commit(lambda: _publish(queue=queue, messages=released))
+    """Release pending items of `queue` into the room its window has, in priority
+    order: one statement that counts the window, picks (skipping rows another
+    release holds), moves them to queued with the next attempt, and writes their
+    events (see statements.py; a few statements in one transaction on SQLite).
+    Publishing waits for the commit."""
+    rows = statements.moved_run(
+        statements.release_update(queue=queue, window=queue_window(queue)),
+        returning=statements.RELEASE_RETURNING,
+        steps=[
+            statements.event_step(
+                from_status=S.PENDING, to_status=S.QUEUED, actor=SCHEDULER, reason=f"released into queue {queue}"
+            )
+        ],
+    )
+    if not rows:
+        return 0
+    released = [(pk, attempt, budget) for pk, attempt, _, budget in sorted(rows, key=lambda row: (-row[2], row[0]))]
+    transaction.on_commit(lambda: _publish(queue=queue, messages=released))
     return len(released)
 
 

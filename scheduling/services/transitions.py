@@ -3,12 +3,13 @@ attempt that reports whether it won, plus its WorkItemEvent in the same transact
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 
@@ -27,7 +28,8 @@ from scheduling.models import (
     statuses_from,
     transition_allowed,
 )
-from scheduling.services.release import work_items_release
+from scheduling.services import statements
+from scheduling.services.release import release_after_finish_due, work_items_release
 
 logger = logging.getLogger("scheduling.services")
 S = WorkItemStatus
@@ -43,40 +45,58 @@ def _transition(
     from_statuses: Iterable[str] | None = None,
     attempt: int | None = None,
     changes: dict[str, Any] | None = None,
-    read_fields: tuple[str, ...] = (),
+    sets: statements.Statement | None = None,
+    returning: tuple[str, ...] = (),
+    close_attempt: tuple[str, str] | None = None,
+    steps: tuple[statements.Statement, ...] = (),
 ) -> dict[str, Any] | None:
     """Move one item to `to_status` with a conditional UPDATE.
 
-    Returns the row as it was before (status, attempt, ...) when this call won,
-    None when the item was not in an allowed state or another process got there
-    first. The read only tells which from-state to fence on; the UPDATE matches
-    on (pk, status, attempt), so a concurrent change makes it match nothing.
+    The other columns it writes come as `changes` (ORM values and expressions) or,
+    on the agent hot path, as `sets`, SQL written out so nothing is compiled per item.
+
+    Returns the row as it was before (status, attempt, ...) plus the `returning`
+    columns as they are after, when this call won; None when the item was not in
+    an allowed state or another process got there first. The UPDATE matches on
+    (pk, status, attempt), so a concurrent change makes it match nothing. When the
+    caller names one from-status and the attempt (claim, finish), that is the fence
+    and nothing is read first; otherwise the row is read to learn which from-state
+    to fence on. The event, `close_attempt` (outcome, error: closes the running
+    Attempt when the item was running) and `steps` are written with the UPDATE.
     """
     candidates = [s for s in (from_statuses or statuses_from(to_status)) if transition_allowed(s, to_status)]
-    # No savepoint: nothing in here recovers from an error, and callers usually hold
-    # the transaction already (a savepoint would cost two round trips per transition).
-    with transaction.atomic(savepoint=False):
-        for _ in range(3):
-            row = WorkItem.objects.filter(pk=work_item_id).values(*_ROW_FIELDS, *read_fields).first()
+    known = len(candidates) == 1 and attempt is not None
+    for _ in range(3):
+        if known:
+            row = {"status": candidates[0], "attempt": attempt}
+        else:
+            row = WorkItem.objects.filter(pk=work_item_id).values(*_ROW_FIELDS).first()
             if row is None or row["status"] not in candidates:
                 return None
             if attempt is not None and row["attempt"] != attempt:
                 return None
-            won = WorkItem.objects.filter(pk=work_item_id, status=row["status"], attempt=row["attempt"]).update(
-                status=to_status, updated_at=Now(), **(changes or {})
-            )
-            if won:
-                WorkItemEvent.objects.create(
-                    work_item_id=work_item_id,
-                    attempt=row["attempt"],
-                    from_status=row["status"],
-                    to_status=to_status,
-                    actor=actor,
-                    reason=reason[:2000],
-                )
-                return row
-            if attempt is not None:
-                return None
+        follow = [
+            statements.event_step(from_status=row["status"], to_status=to_status, actor=actor, reason=reason),
+            *steps,
+        ]
+        if close_attempt is not None and row["status"] == S.RUNNING:
+            follow.append(statements.attempt_close_step(outcome=close_attempt[0], error=close_attempt[1]))
+        moved = statements.moved_run(
+            statements.fenced_update(
+                work_item_id=work_item_id,
+                status=row["status"],
+                attempt=row["attempt"],
+                to_status=to_status,
+                sets=sets if sets is not None else statements.orm_set_clause(changes or {}),
+            ),
+            returning=("id", "attempt", *returning),
+            steps=follow,
+        )
+        if moved:
+            names = [statements.alias(column) for column in returning]
+            return {**row, **dict(zip(names, moved[0][2:], strict=True))}
+        if attempt is not None:
+            return None
     return None
 
 
@@ -92,12 +112,6 @@ def _dependants_after_commit(row: dict[str, Any], work_item_id: int) -> None:
         dependants_advance(parent_ids=[work_item_id])
 
     transaction.on_commit(advance)
-
-
-def _attempt_close(*, work_item_id: int, attempt: int, outcome: str, error: str = "") -> None:
-    Attempt.objects.filter(work_item_id=work_item_id, number=attempt, outcome=AttemptOutcome.RUNNING).update(
-        outcome=outcome, finished_at=Now(), error=error[:10000]
-    )
 
 
 def attempt_revoke(*, work_item_id: int, attempt: int, terminate: bool = True) -> None:
@@ -119,6 +133,16 @@ def _revoke_after_commit(*, work_item_id: int, attempt: int, terminate: bool) ->
     transaction.on_commit(revoke)
 
 
+def _claim_sets(*, agent_id: int) -> statements.Statement:
+    lease, lease_params = statements.sql_now_plus(settings.WORK_ITEM_LEASE_SECONDS)
+    now = statements.sql_now()
+    return (
+        f"agent_id = %s, lease_expires_at = {lease}, heartbeat_at = {now}, started_at = {now}, progress = 0.0, "
+        "progress_message = '', progress_at = NULL",
+        [agent_id, *lease_params],
+    )
+
+
 class ClaimedItem(NamedTuple):
     work_type: str
     payload: Any
@@ -129,37 +153,23 @@ def work_item_claim(
 ) -> ClaimedItem | None:
     """queued -> running for exactly this attempt, under a fresh lease. Returns what
     the handler needs, or None if anyone else claimed it, it was cancelled, or the
-    attempt was superseded."""
-    with transaction.atomic():
-        row = _transition(
-            work_item_id=work_item_id,
-            to_status=S.RUNNING,
-            from_statuses=[S.QUEUED],
-            attempt=attempt,
-            actor=f"agent:{agent_name}",
-            reason="claimed",
-            changes={
-                "agent_id": agent_id,
-                "lease_expires_at": now_plus(settings.WORK_ITEM_LEASE_SECONDS),
-                "heartbeat_at": Now(),
-                "started_at": Now(),
-                "progress": 0.0,
-                "progress_message": "",
-                "progress_at": None,
-            },
-            read_fields=("work_type_id", "payload"),
-        )
-        if row is None:
-            return None
-        Attempt.objects.create(
-            work_item_id=work_item_id,
-            number=attempt,
-            agent_id=agent_id,
-            celery_task_id=task_id,
-            worker_pid=worker_pid,
-            started_at=Now(),
-        )
-    return ClaimedItem(work_type=row["work_type_id"], payload=row["payload"])
+    attempt was superseded. The item, its event and its Attempt row are written
+    together (one statement on PostgreSQL)."""
+    row = _transition(
+        work_item_id=work_item_id,
+        to_status=S.RUNNING,
+        from_statuses=[S.QUEUED],
+        attempt=attempt,
+        actor=f"agent:{agent_name}",
+        reason="claimed",
+        sets=_claim_sets(agent_id=agent_id),
+        returning=("work_type_id", "payload"),
+        steps=(statements.attempt_open_step(agent_id=agent_id, task_id=task_id, worker_pid=worker_pid),),
+    )
+    if row is None:
+        return None
+    payload = WorkItem._meta.get_field("payload").from_db_value(row["payload"], None, connection)
+    return ClaimedItem(work_type=row["work_type_id"], payload=payload)
 
 
 def work_item_lease_renew(*, work_item_id: int, attempt: int) -> bool:
@@ -194,21 +204,29 @@ def work_item_charge(*, work_item_id: int, attempt: int, amount: float) -> bool:
 
 
 def work_item_succeed(*, work_item_id: int, attempt: int, actor: str, result: Any) -> bool:
-    """running -> succeeded for this attempt only; a superseded attempt's finish loses."""
-    with transaction.atomic():
-        row = _transition(
-            work_item_id=work_item_id,
-            to_status=S.SUCCEEDED,
-            from_statuses=[S.RUNNING],
-            attempt=attempt,
-            actor=actor,
-            reason="handler returned",
-            changes={"result": result, "finished_at": Now(), "lease_expires_at": None, "progress": 1.0, "error": ""},
-        )
-        if row is None:
-            return False
-        _attempt_close(work_item_id=work_item_id, attempt=attempt, outcome=AttemptOutcome.SUCCEEDED)
-        _dependants_after_commit(row, work_item_id)
+    """running -> succeeded for this attempt only; a superseded attempt's finish loses.
+    The item, its event and its Attempt are written together (one statement on
+    PostgreSQL), which also counts the queue's window; the window is refilled once
+    half of it is free."""
+    row = _transition(
+        work_item_id=work_item_id,
+        to_status=S.SUCCEEDED,
+        from_statuses=[S.RUNNING],
+        attempt=attempt,
+        actor=actor,
+        reason="handler returned",
+        sets=(
+            f"result = {statements.json_param()}, finished_at = {statements.sql_now()}, lease_expires_at = NULL, "
+            "progress = 1.0, error = ''",
+            [None if result is None else json.dumps(result)],
+        ),
+        returning=("queue", "request_id", statements.IN_FLIGHT_OTHERS),
+        close_attempt=(AttemptOutcome.SUCCEEDED, ""),
+    )
+    if row is None:
+        return False
+    _dependants_after_commit(row, work_item_id)
+    if release_after_finish_due(queue=row["queue"], in_flight=row["in_flight"]):
         transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
 
@@ -252,25 +270,24 @@ def work_item_fail(
         allowed = row["max_attempts"] + row["requeue_count"]
         why = "not retryable" if not retryable else f"{attempt} of {allowed} attempts used"
         reason = f"attempt {attempt} {outcome}: {error.splitlines()[0] if error else ''}; dead-lettered ({why})"
-    with transaction.atomic():
-        won = _transition(
-            work_item_id=work_item_id,
-            to_status=to_status,
-            from_statuses=[S.RUNNING],
-            attempt=attempt,
-            actor=actor,
-            reason=reason,
-            changes=changes,
-        )
-        if won is None:
-            return None
-        _attempt_close(work_item_id=work_item_id, attempt=attempt, outcome=outcome, error=error)
-        if to_status == S.DEAD:
-            _dependants_after_commit(row, work_item_id)
-        # A retry due now, or a freed slot in the window, lets the next item go. The
-        # supervisor passes release=False and releases once at the end of its tick.
-        if release:
-            transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
+    won = _transition(
+        work_item_id=work_item_id,
+        to_status=to_status,
+        from_statuses=[S.RUNNING],
+        attempt=attempt,
+        actor=actor,
+        reason=reason,
+        changes=changes,
+        close_attempt=(outcome, error),
+    )
+    if won is None:
+        return None
+    if to_status == S.DEAD:
+        _dependants_after_commit(row, work_item_id)
+    # A retry due now, or a freed slot in the window, lets the next item go. The
+    # supervisor passes release=False and releases once at the end of its tick.
+    if release:
+        transaction.on_commit(lambda: work_items_release(queues=[row["queue"]]))
     return to_status
 
 
@@ -309,14 +326,11 @@ def work_item_cancel(*, work_item_id: int, actor: str, reason: str = "cancelled"
             actor=actor,
             reason=reason,
             changes={"finished_at": Now(), "lease_expires_at": None},
+            close_attempt=(AttemptOutcome.CANCELLED, reason),
         )
         if row is None:
             return False
         _dependants_after_commit(row, work_item_id)
-        if row["status"] == S.RUNNING:
-            _attempt_close(
-                work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.CANCELLED, error=reason
-            )
         if row["status"] in IN_FLIGHT_STATUSES:
             _revoke_after_commit(
                 work_item_id=work_item_id, attempt=row["attempt"], terminate=row["status"] == S.RUNNING
@@ -336,14 +350,11 @@ def work_item_dead_letter(*, work_item_id: int, actor: str, reason: str, attempt
             actor=actor,
             reason=reason,
             changes={"finished_at": Now(), "lease_expires_at": None, "error": reason},
+            close_attempt=(AttemptOutcome.FAILED, reason),
         )
         if row is None:
             return False
         _dependants_after_commit(row, work_item_id)
-        if row["status"] == S.RUNNING:
-            _attempt_close(
-                work_item_id=work_item_id, attempt=row["attempt"], outcome=AttemptOutcome.FAILED, error=reason
-            )
         if row["status"] in IN_FLIGHT_STATUSES:
             _revoke_after_commit(
                 work_item_id=work_item_id, attempt=row["attempt"], terminate=row["status"] == S.RUNNING
