@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import traceback
 from typing import Any
 
@@ -17,7 +18,7 @@ from project.dbclock import now_minus
 from project.exceptions import Cancelled, PermanentError, ValidationError
 from scheduling import registry
 from scheduling import services as scheduling
-from scheduling.models import Attempt, AttemptOutcome, WorkItem, WorkItemStatus
+from scheduling.models import Attempt, AttemptOutcome, EventKind, WorkItem, WorkItemEvent, WorkItemStatus
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,46 @@ def _lost_pool_process_recover(*, agent: Agent, work_item_id: int, attempt: int)
     return status is not None
 
 
+HAND_ON_AT_MOST = 3
+
+
+def _hand_on(*, agent: Agent, work_item_id: int, attempt: int) -> bool:
+    """A retry of an attempt that stalled or wedged on this agent goes to another
+    live agent of its queue if there is one: the message is published again and
+    this process pauses so a free peer takes it. After HAND_ON_AT_MOST tries (the
+    peers are busy) it runs here after all. Only retries pay this read."""
+    previous = (
+        Attempt.objects.filter(
+            work_item_id=work_item_id,
+            number=attempt - 1,
+            outcome__in=[AttemptOutcome.STALLED, AttemptOutcome.TIMED_OUT],
+        )
+        .values_list("agent__name", "work_item__queue")
+        .first()
+    )
+    if previous is None or previous[0] != agent.name:
+        return False
+    peers = [
+        name
+        for name, queues in Agent.objects.filter(status=AgentStatus.ONLINE).values_list("name", "queues")
+        if name != agent.name and previous[1] in queues
+    ]
+    handed = WorkItemEvent.objects.filter(
+        work_item_id=work_item_id, attempt=attempt, kind=EventKind.REDISPATCHED, reason__startswith="handed on"
+    ).count()
+    if not peers or handed >= HAND_ON_AT_MOST:
+        return False
+    done = scheduling.work_item_redispatch(
+        work_item_id=work_item_id,
+        attempt=attempt,
+        actor=f"agent:{agent.name}",
+        reason=f"handed on: attempt {attempt - 1} stalled on this agent; live peers {', '.join(sorted(peers))}",
+    )
+    if done:
+        time.sleep(0.3)  # stay busy so a free peer, not this process, takes the message
+    return done
+
+
 def work_item_execute(*, work_item_id: Any, attempt: Any, task_id: str) -> str:
     """Claim (fenced), run the handler under a renewed lease, finish (fenced).
 
@@ -141,6 +182,8 @@ def work_item_execute(*, work_item_id: Any, attempt: Any, task_id: str) -> str:
         return "bad_message"
     agent = current_agent()
     actor = f"agent:{agent.name}"
+    if attempt > 1 and _hand_on(agent=agent, work_item_id=work_item_id, attempt=attempt):
+        return "handed_on"
     claimed = scheduling.work_item_claim(
         work_item_id=work_item_id,
         attempt=attempt,

@@ -324,3 +324,28 @@ def test_progress_resets_the_stall_clock():
     tick()
     assert actions(item) == []
     assert WorkItem.objects.filter(pk=item.pk, progress_at__gt=F("started_at")).exists()
+
+
+def test_a_retry_of_a_stall_is_handed_to_a_live_peer_a_few_times_at_most(monkeypatch):
+    from agents import services as agent_services
+
+    monkeypatch.setattr(agent_services.time, "sleep", lambda seconds: None)
+    WorkType.objects.filter(name="demo.sleep").update(stall_after=1)
+    stalled_on, peer = agent_create("stalled-on@h"), agent_create("peer@h")
+    item = item_running(stalled_on, "demo.sleep")
+    services.work_item_fail(
+        work_item_id=item.pk, attempt=1, actor="t", error="stalled", outcome="stalled", retry_delay=0
+    )
+    services.work_items_release()
+    item.refresh_from_db()
+    assert (item.status, item.attempt) == ("queued", 2)
+    hand_on = [
+        agent_services._hand_on(agent=stalled_on, work_item_id=item.pk, attempt=2)
+        for _ in range(agent_services.HAND_ON_AT_MOST + 1)
+    ]
+    assert hand_on == [True] * agent_services.HAND_ON_AT_MOST + [False]  # then it runs here after all
+    assert not agent_services._hand_on(agent=peer, work_item_id=item.pk, attempt=2)  # the peer just runs it
+    Agent.objects.filter(pk=peer.pk).update(status="lost")
+    other = item_running(stalled_on, "demo.sleep")
+    services.work_item_fail(work_item_id=other.pk, attempt=1, actor="t", error="s", outcome="stalled", retry_delay=0)
+    assert not agent_services._hand_on(agent=stalled_on, work_item_id=other.pk, attempt=2)  # no live peer
