@@ -10,6 +10,7 @@ import traceback
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db.models import Case, F, Value, When
 from django.db.models.functions import Now
 
 from agents.context import HandlerContext, LeaseKeeper
@@ -58,12 +59,15 @@ def agent_register(
 def agent_heartbeat(*, agent_id: int) -> bool:
     """Beat. An agent the supervisor declared lost that beats again is online again;
     its old attempts stay superseded. False once the agent is offline."""
-    if Agent.objects.filter(pk=agent_id, status=AgentStatus.LOST).update(
-        status=AgentStatus.ONLINE, last_heartbeat_at=Now()
-    ):
-        logger.warning("agent %s was declared lost and is beating again", agent_id)
-        return True
-    return bool(Agent.objects.filter(pk=agent_id, status__in=LIVE_AGENT_STATUSES).update(last_heartbeat_at=Now()))
+    # One statement: a process frozen (SIGSTOP) between two statements and declared
+    # lost meanwhile would otherwise find itself neither lost nor live on waking, and
+    # stop beating for good (seen in the SIGSTOP chaos test).
+    return bool(
+        Agent.objects.filter(pk=agent_id, status__in=[*LIVE_AGENT_STATUSES, AgentStatus.LOST]).update(
+            status=Case(When(status=AgentStatus.LOST, then=Value(AgentStatus.ONLINE)), default=F("status")),
+            last_heartbeat_at=Now(),
+        )
+    )
 
 
 def agent_mark_draining(*, agent_id: int) -> bool:

@@ -18,10 +18,6 @@ from tests.factories import agent_create, item_running
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 CHROMIUM = os.environ.get("SHEPHERD_CHROMIUM", "/usr/bin/chromium")
-# Playwright's sync API runs an event loop in this thread; the test's own ORM calls
-# are still synchronous, so Django's async guard must stand down here (the
-# documented workaround for Playwright with Django tests).
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 SCREENSHOTS = settings.VAR_DIR / "screenshots"
 
 
@@ -33,6 +29,12 @@ def browser():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM
+    # calls are still synchronous, so Django's async guard stands down while these
+    # tests run (the documented workaround for Playwright with Django tests), and
+    # only then: `check --deploy` elsewhere in the suite rejects the variable.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -40,6 +42,10 @@ def browser():
         )
         yield browser
         browser.close()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def login(browser, live_server, username: str, *, staff: bool = False):
