@@ -7,6 +7,7 @@ from scheduling import services
 from scheduling.models import Attempt, WorkItem
 from supervision.models import Intervention, SupervisorLease, SupervisorRun
 from supervision.services import (
+    supervisor_lease_release,
     supervisor_lease_try_acquire,
     supervisor_schedule_ensure,
     supervisor_tick,
@@ -111,10 +112,17 @@ def test_one_leader_per_interval():
 
 
 def test_lease_acquire_is_exclusive_while_held():
-    assert supervisor_lease_try_acquire(holder="a")
-    assert not supervisor_lease_try_acquire(holder="b")
-    SupervisorLease.objects.update(expires_at=Now())
-    assert supervisor_lease_try_acquire(holder="b")
+    try:
+        assert supervisor_lease_try_acquire(holder="a")
+        assert not supervisor_lease_try_acquire(holder="b")
+        SupervisorLease.objects.update(expires_at=Now())
+        assert supervisor_lease_try_acquire(holder="b")
+    finally:
+        # Both acquisitions took PostgreSQL's session advisory lock on this test
+        # process's connection; left held, no supervisor subprocess of a later test
+        # in the session could ever lead.
+        supervisor_lease_release(holder="a")
+        supervisor_lease_release(holder="b")
 
 
 def test_tick_releases_due_retries():
