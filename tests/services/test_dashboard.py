@@ -217,7 +217,8 @@ def test_item_page_queries_do_not_grow_with_attempts(staff):
     client = client_for(staff)
     few = _queries(client, f"/items/{item.pk}/")
     for attempt in (1, 2, 3):
-        services.work_item_fail(work_item_id=item.pk, attempt=attempt, actor="t", error="x", retry_delay=0)
+        services.work_item_fail(work_item_id=item.pk, attempt=attempt, actor="t", error="x", retry_delay=60)
+        services.work_item_retry(work_item_id=item.pk, actor="t")  # due now, whatever the clock's resolution
         services.work_items_release()
         assert services.work_item_claim(
             work_item_id=item.pk, attempt=attempt + 1, agent_id=agent.pk, agent_name="a", worker_pid=1, task_id="t"
