@@ -316,17 +316,28 @@ def work_item_finish_rejected(*, work_item_id: int, attempt: int, actor: str, la
         Attempt.objects.filter(work_item_id=work_item_id, number=attempt).update(late_outcome=late_outcome)
 
 
-def work_item_cancel(*, work_item_id: int, actor: str, reason: str = "cancelled") -> bool:
-    """Any non-terminal state -> cancelled. A cancelled item never runs: the claim
-    checks the DB, and a running attempt is revoked and sees ctx.cancelled."""
+def _finish_early(
+    *,
+    work_item_id: int,
+    to_status: str,
+    actor: str,
+    reason: str,
+    outcome: str,
+    attempt: int | None = None,
+    changes: dict[str, Any],
+) -> bool:
+    """End an unfinished item now (cancelled or dead): one fenced transition that
+    closes a running attempt, then after commit revoke what the broker or a pool
+    process still holds, free its window slot, and advance its dependants."""
     with transaction.atomic():
         row = _transition(
             work_item_id=work_item_id,
-            to_status=S.CANCELLED,
+            to_status=to_status,
+            attempt=attempt,
             actor=actor,
             reason=reason,
-            changes={"finished_at": Now(), "lease_expires_at": None},
-            close_attempt=(AttemptOutcome.CANCELLED, reason),
+            changes={"finished_at": Now(), "lease_expires_at": None, **changes},
+            close_attempt=(outcome, reason),
         )
         if row is None:
             return False
@@ -337,30 +348,33 @@ def work_item_cancel(*, work_item_id: int, actor: str, reason: str = "cancelled"
             )
             transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
+
+
+def work_item_cancel(*, work_item_id: int, actor: str, reason: str = "cancelled") -> bool:
+    """Any non-terminal state -> cancelled. A cancelled item never runs: the claim
+    checks the DB, and a running attempt is revoked and sees ctx.cancelled."""
+    return _finish_early(
+        work_item_id=work_item_id,
+        to_status=S.CANCELLED,
+        actor=actor,
+        reason=reason,
+        outcome=AttemptOutcome.CANCELLED,
+        changes={},
+    )
 
 
 def work_item_dead_letter(*, work_item_id: int, actor: str, reason: str, attempt: int | None = None) -> bool:
     """Give up on an unfinished item now, whatever attempts remain (budget spent,
     poison, stalls). A queued or running attempt is revoked."""
-    with transaction.atomic():
-        row = _transition(
-            work_item_id=work_item_id,
-            to_status=S.DEAD,
-            attempt=attempt,
-            actor=actor,
-            reason=reason,
-            changes={"finished_at": Now(), "lease_expires_at": None, "error": reason},
-            close_attempt=(AttemptOutcome.FAILED, reason),
-        )
-        if row is None:
-            return False
-        _dependants_after_commit(row, work_item_id)
-        if row["status"] in IN_FLIGHT_STATUSES:
-            _revoke_after_commit(
-                work_item_id=work_item_id, attempt=row["attempt"], terminate=row["status"] == S.RUNNING
-            )
-            transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
-    return True
+    return _finish_early(
+        work_item_id=work_item_id,
+        to_status=S.DEAD,
+        actor=actor,
+        reason=reason,
+        outcome=AttemptOutcome.FAILED,
+        attempt=attempt,
+        changes={"error": reason},
+    )
 
 
 def work_item_budget_warn(*, work_item_id: int, attempt: int, actor: str, budget: str, reason: str) -> bool:
