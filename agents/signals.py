@@ -75,7 +75,7 @@ def _register(sender, **kwargs) -> None:
                 hostname=socket.gethostname(),
                 pid=os.getpid(),
                 queues=work_queues,
-                concurrency=int(sender.concurrency or 1),
+                concurrency=_pool_size(sender),
                 capabilities=capabilities,
                 version=VERSION,
             )
@@ -91,6 +91,18 @@ def _register(sender, **kwargs) -> None:
     # children inherit no lock this thread holds: its DB connection is thread-local
     # and Python reinitialises logging's locks at fork.
     _heartbeat_start(_agent_id())
+
+
+def _pool_size(worker) -> int:
+    """Pool processes the agent may run: with --autoscale=MAX,MIN the maximum (the
+    autoscaler grows the pool when messages wait, and the queue window, two per
+    process, is what lets them wait), else --concurrency."""
+    autoscale = (getattr(worker, "options", None) or {}).get("autoscale") or getattr(worker, "autoscale", None)
+    if isinstance(autoscale, str):
+        autoscale = [int(part) for part in autoscale.split(",") if part.strip()]
+    if autoscale:
+        return max(int(autoscale[0]), 1)
+    return int(worker.concurrency or 1)
 
 
 def _heartbeat_start(agent_id: int) -> None:

@@ -198,6 +198,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": SHEPHERD_MAX_BUDGET_SEC
 # Celery's Django fixup closes the DB connection after every task unless this is
 # set (celery PR #9824 reverted reuse); measured ~4x throughput with reuse.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
+# Every worker also consumes its own queue (<node name>.dq2): items that need
+# capabilities are published straight to a live agent that has them.
+CELERY_WORKER_DIRECT = True
 
 # ---------------------------------------------------------------------------
 # Shepherd clocks (DESIGN.md §6). Tests shrink them through the environment.
@@ -214,6 +217,9 @@ SHEPHERD_QUEUE_WINDOW_PER_PROCESS = env_int("SHEPHERD_QUEUE_WINDOW_PER_PROCESS",
 SHEPHERD_QUEUE_WINDOW = env_int("SHEPHERD_QUEUE_WINDOW", 500)
 # Live capacity per queue is re-read at most this often per process.
 SHEPHERD_CAPACITY_CACHE_SECONDS = env_float("SHEPHERD_CAPACITY_CACHE_SECONDS", 2)
+# Aging: a pending item's effective priority rises one level per this many seconds
+# waited (up to 9), so low priority work is never starved. 0 turns aging off.
+SHEPHERD_PRIORITY_AGING_SECONDS = env_float("SHEPHERD_PRIORITY_AGING_SECONDS", 300)
 RETRY_BACKOFF_BASE_SECONDS = env_float("RETRY_BACKOFF_BASE_SECONDS", 2)
 RETRY_BACKOFF_MAX_SECONDS = env_float("RETRY_BACKOFF_MAX_SECONDS", 300)
 # Modules that declare work types with @work_type; imported at startup.

@@ -1,8 +1,12 @@
+import threading
+
 from django.contrib import admin
 
 from project.admin_base import ReadOnlyAdmin, admin_action_run
-from scheduling.models import Attempt, Dependency, Request, WorkItem, WorkItemEvent, WorkType
-from scheduling.services import work_item_cancel, work_item_requeue, work_item_retry
+from scheduling.blocking import EXPLANATIONS, BlockingFacts
+from scheduling.models import Attempt, Dependency, Queue, Request, SubmitterClock, WorkItem, WorkItemEvent, WorkType
+from scheduling.selectors import queue_depths
+from scheduling.services import queue_pause, work_item_cancel, work_item_requeue, work_item_retry, work_type_pause
 
 
 def run_action(modeladmin, request, queryset, service, verb: str) -> None:
@@ -16,12 +20,90 @@ def run_action(modeladmin, request, queryset, service, verb: str) -> None:
     )
 
 
+def _pause_action(modeladmin, request, queryset, service, *, paused: bool) -> None:
+    verb = "pause" if paused else "resume"
+    admin_action_run(modeladmin, request, queryset, lambda pk: service(name=pk, paused=paused), verb)
+
+
 @admin.register(WorkType)
 class WorkTypeAdmin(admin.ModelAdmin):
-    list_display = ["name", "queue", "priority", "max_attempts", "budget_seconds", "paused", "in_code"]
+    list_display = [
+        "name",
+        "queue",
+        "priority",
+        "max_attempts",
+        "max_concurrency",
+        "rate_limit",
+        "budget_seconds",
+        "paused",
+        "in_code",
+    ]
     list_filter = ["queue", "paused", "in_code"]
-    list_editable = ["paused"]
-    readonly_fields = ["name", "queue", "description", "payload_schema", "capabilities", "in_code", "updated_at"]
+    # Pausing goes through the actions (services): resuming releases what waited.
+    readonly_fields = [
+        "name",
+        "queue",
+        "description",
+        "payload_schema",
+        "capabilities",
+        "paused",
+        "typical_run_seconds",
+        "in_code",
+        "updated_at",
+    ]
+    actions = ["pause", "resume"]
+
+    @admin.action(description="Pause (new items wait in the database)", permissions=["change"])
+    def pause(self, request, queryset):
+        _pause_action(self, request, queryset, work_type_pause, paused=True)
+
+    @admin.action(description="Resume", permissions=["change"])
+    def resume(self, request, queryset):
+        _pause_action(self, request, queryset, work_type_pause, paused=False)
+
+
+@admin.register(Queue)
+class QueueAdmin(admin.ModelAdmin):
+    list_display = ["name", "paused", "pending", "queued", "running", "updated_at"]
+    fields = readonly_fields = ["name", "paused", "updated_at"]
+    actions = ["pause", "resume"]
+
+    def changelist_view(self, request, extra_context=None):
+        _local.depths = queue_depths()
+        return super().changelist_view(request, extra_context)
+
+    def _depth(self, obj, state: str) -> int:
+        return getattr(_local, "depths", {}).get(obj.name, {}).get(state, 0)
+
+    @admin.display(description="pending")
+    def pending(self, obj):
+        return self._depth(obj, "pending")
+
+    @admin.display(description="queued")
+    def queued(self, obj):
+        return self._depth(obj, "queued")
+
+    @admin.display(description="running")
+    def running(self, obj):
+        return self._depth(obj, "running")
+
+    def has_add_permission(self, request):
+        return False  # queues come from scheduling.routing
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Pause (release nothing more; running items finish)", permissions=["change"])
+    def pause(self, request, queryset):
+        _pause_action(self, request, queryset, queue_pause, paused=True)
+
+    @admin.action(description="Resume", permissions=["change"])
+    def resume(self, request, queryset):
+        _pause_action(self, request, queryset, queue_pause, paused=False)
+
+
+# Per-request facts for computed columns; the admin instance is shared by threads.
+_local = threading.local()
 
 
 class AttemptInline(admin.TabularInline):
@@ -63,6 +145,7 @@ class WorkItemAdmin(admin.ModelAdmin):
         "attempts",
         "priority",
         "queue",
+        "waiting_because",
         "agent_name",
         "progress_percent",
         "created_at",
@@ -75,7 +158,21 @@ class WorkItemAdmin(admin.ModelAdmin):
     inlines = [AttemptInline, EventInline]
     # State belongs to the services: nothing a transition owns is editable here.
     fieldsets = [
-        (None, {"fields": ["work_type", "status", "blocked_reason", "queue", "priority", "submitted_by"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "work_type",
+                    "status",
+                    "waiting_because",
+                    "queue",
+                    "priority",
+                    "effective_priority",
+                    "requirements",
+                    "submitted_by",
+                ]
+            },
+        ),
         ("Attempts", {"fields": ["attempt", "max_attempts", "requeue_count", "agent", "error"]}),
         ("Payload and result", {"fields": ["payload", "result", "cost_total"]}),
         ("Budgets (empty: the work type's)", {"fields": ["budget_seconds", "budget_seconds_total", "budget_cost"]}),
@@ -115,6 +212,28 @@ class WorkItemAdmin(admin.ModelAdmin):
     def attempts(self, obj):
         return f"{obj.attempt} of {obj.max_attempts + obj.requeue_count}"
 
+    def changelist_view(self, request, extra_context=None):
+        _local.facts = BlockingFacts()
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        _local.facts = BlockingFacts()
+        # Everything is read-only; changes go through the actions, which call services.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="blocked reason")
+    def waiting_because(self, obj):
+        """Why a pending item waits (scheduling.blocking); empty otherwise."""
+        facts = getattr(_local, "facts", None) or BlockingFacts()
+        reason = facts.item_reason(obj)
+        return f"{reason}: {EXPLANATIONS[reason]}" if reason in EXPLANATIONS else (reason or "-")
+
     @admin.display(description="agent", ordering="agent__name")
     def agent_name(self, obj):
         return obj.agent.name if obj.agent else "-"
@@ -126,16 +245,6 @@ class WorkItemAdmin(admin.ModelAdmin):
     @admin.display(description="progress", ordering="progress")
     def progress_percent(self, obj):
         return f"{obj.progress:.0%}"
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        # Everything is read-only; changes go through the actions, which call services.
-        extra_context = {
-            **(extra_context or {}),
-            "show_save": False,
-            "show_save_and_continue": False,
-            "show_save_and_add_another": False,
-        }
-        return super().change_view(request, object_id, form_url, extra_context)
 
     def has_delete_permission(self, request, obj=None):
         return False  # the event log and attempts are the audit trail
@@ -193,3 +302,11 @@ class RequestAdmin(ReadOnlyAdmin):
 class DependencyAdmin(ReadOnlyAdmin):
     list_display = ["id", "parent", "child"]
     list_select_related = ["parent", "child"]
+
+
+@admin.register(SubmitterClock)
+class SubmitterClockAdmin(ReadOnlyAdmin):
+    """Fair-share turns handed out per queue and submitter (0: anonymous submissions)."""
+
+    list_display = ["queue", "submitter_key", "last_seq"]
+    list_filter = ["queue"]

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+_TAG = re.compile(r"[A-Za-z0-9_.:-]{1,60}")
 
 
 def _parse(tag: str) -> tuple[str, str | None]:
     name, _, value = tag.strip().partition("=")
     return name.strip(), (value.strip() if value else None)
+
+
+def requirement_parse(tag: str) -> tuple[str, str | None]:
+    """`gpu` -> ("gpu", None), `mem_gb=16` -> ("mem_gb", "16"); ValueError if malformed."""
+    name, value = _parse(tag)
+    if not _TAG.fullmatch(name) or (value is not None and not _TAG.fullmatch(value)):
+        raise ValueError("a tag is a name, or name=value, of letters, digits, '_', '.', ':' or '-'")
+    return name, value
+
+
+def capabilities_satisfy(declared: Iterable[str], required: Iterable[str]) -> bool:
+    return not capabilities_missing(declared, required)
 
 
 def capabilities_missing(declared: Iterable[str], required: Iterable[str]) -> list[str]:

@@ -80,6 +80,25 @@ class WorkType(models.Model):
         help_text="What the supervisor does with an item not finished by its complete_by.",
     )
     paused = models.BooleanField(default=False, help_text="Paused work types keep new items pending.")
+    max_concurrency = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Items of this type in flight (queued + running) at once, across all agents (empty: no limit).",
+    )
+    rate_limit = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Items started per second, across all agents (empty: no limit). 0.5 means one every 2 s.",
+    )
+    # The next free start slot of a rate-limited type (DB clock); the release hands
+    # out slots 1/rate_limit apart and publishes each item with its slot as ETA.
+    rate_next_slot = models.DateTimeField(null=True, blank=True, editable=False)
+    typical_run_seconds = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Typical run time of one attempt, refreshed by the supervisor from recent successes; "
+        "deadline urgency is complete_by minus this.",
+    )
     in_code = models.BooleanField(default=True, help_text="False when the code no longer declares this type.")
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -88,10 +107,48 @@ class WorkType(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(priority__lte=9), name="work_type_priority_0_9"),
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="work_type_max_attempts_positive"),
+            models.CheckConstraint(
+                condition=Q(max_concurrency__isnull=True) | Q(max_concurrency__gte=1),
+                name="work_type_max_concurrency_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(rate_limit__isnull=True) | Q(rate_limit__gt=0), name="work_type_rate_limit_positive"
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+
+class Queue(models.Model):
+    """A named queue of scheduling.routing, with what operators and the release keep per queue."""
+
+    name = models.CharField(primary_key=True, max_length=50)
+    paused = models.BooleanField(default=False, help_text="A paused queue keeps its pending items in the database.")
+    # Fair share: the fair_seq of the latest item released. A submitter's new items
+    # start at max(this, their own last fair_seq) + 1, so submitters alternate.
+    virtual_clock = models.BigIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SubmitterClock(models.Model):
+    """The last fair_seq handed to one submitter's items in one queue (0: anonymous)."""
+
+    queue = models.CharField(max_length=50)
+    submitter_key = models.BigIntegerField()
+    last_seq = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["queue", "submitter_key"], name="submitter_clock_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.queue}/{self.submitter_key}: {self.last_seq}"
 
 
 class Request(models.Model):
@@ -121,6 +178,27 @@ class WorkItem(models.Model):
     status = models.CharField(max_length=20, choices=WorkItemStatus.choices, default=S.PENDING)
     blocked_reason = models.CharField(max_length=40, blank=True, help_text="Why a pending item waits.")
     priority = models.PositiveSmallIntegerField(default=5, help_text="0-9, higher runs first.")
+    effective_priority = models.PositiveSmallIntegerField(
+        default=5,
+        db_default=5,
+        help_text="Priority after aging: one level more per SHEPHERD_PRIORITY_AGING_SECONDS waited.",
+    )
+    # Release order after effective priority: deadline urgency (complete_by minus the
+    # type's typical run time; empty sorts last), then fair share, then age (id).
+    urgent_at = models.DateTimeField(null=True, blank=True, help_text="Latest start that meets complete_by.")
+    aging_due_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a pending item's effective priority next rises (empty: at 9)."
+    )
+    fair_seq = models.BigIntegerField(
+        default=0, db_default=0, help_text="Fair-share turn among submitters of the queue."
+    )
+    requirements = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Capabilities an agent needs (work type's and item's), comma-separated.",
+    )
     attempt = models.PositiveIntegerField(default=0, help_text="Number of the latest dispatched attempt.")
     max_attempts = models.PositiveSmallIntegerField(default=3)
     requeue_count = models.PositiveSmallIntegerField(default=0, help_text="Operator requeues; each grants one attempt.")
@@ -162,6 +240,7 @@ class WorkItem(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(status__in=S.values), name="work_item_status_valid"),
             models.CheckConstraint(condition=Q(priority__lte=9), name="work_item_priority_0_9"),
+            models.CheckConstraint(condition=Q(effective_priority__lte=9), name="work_item_effective_priority_0_9"),
             models.CheckConstraint(
                 condition=~Q(status=S.RUNNING) | (Q(agent__isnull=False) & Q(lease_expires_at__isnull=False)),
                 name="work_item_running_has_lease",
@@ -184,8 +263,19 @@ class WorkItem(models.Model):
             ),
         ]
         indexes = [
-            # Release scan: next pending items of a queue in priority order.
-            models.Index(fields=["queue", "status", "-priority", "id"], name="work_item_release_idx"),
+            # Release scan: next pending items of a queue in release order.
+            models.Index(
+                fields=["queue", "status", "-effective_priority", "urgent_at", "fair_seq", "id"],
+                name="work_item_release_order_idx",
+            ),
+            # Aging: pending items whose effective priority is due to rise; and the few
+            # pending items that need capabilities.
+            models.Index(fields=["aging_due_at"], name="work_item_aging_due_idx", condition=Q(status=S.PENDING)),
+            models.Index(
+                fields=["queue"],
+                name="work_item_pending_needs_idx",
+                condition=Q(status=S.PENDING) & ~Q(requirements=""),
+            ),
             # Supervisor scans touch only live rows, so they stay cheap as history grows.
             models.Index(
                 fields=["lease_expires_at"], name="work_item_running_lease_idx", condition=Q(status=S.RUNNING)

@@ -380,3 +380,49 @@ def attempts_outside_capabilities() -> list[Finding]:
                 )
             )
     return findings
+
+
+def work_items_without_capable_agent(*, older_than: float) -> list[Finding]:
+    """Pending items (waiting over `older_than` s) that need capabilities no online
+    agent of their queue has: one finding per work type and requirement set, unless
+    that work type's no_capable_agent escalation is still unresolved."""
+    from supervision.models import Escalation
+
+    groups = list(
+        WorkItem.objects.filter(status=WorkItemStatus.PENDING, created_at__lt=now_minus(older_than), blocked_reason="")
+        .exclude(requirements="")
+        .order_by()
+        .values("queue", "work_type_id", "requirements")
+        .annotate(pending=Count("id"))[:SCAN_LIMIT]
+    )
+    if not groups:
+        return []
+    agents = list(Agent.objects.filter(status=AgentStatus.ONLINE).values_list("queues", "capabilities"))
+    open_types = set(
+        Escalation.objects.filter(
+            problem="no_capable_agent", status__in=[Escalation.Status.OPEN, Escalation.Status.ACKNOWLEDGED]
+        ).values_list("subject", flat=True)
+    )
+    findings = []
+    for group in groups:
+        needed = [tag for tag in group["requirements"].split(",") if tag]
+        capable = any(
+            group["queue"] in (queues or []) and not capabilities_missing(declared or [], needed)
+            for queues, declared in agents
+        )
+        if capable or f"work_type:{group['work_type_id']}" in open_types:
+            continue
+        findings.append(
+            Finding(
+                monitor="dispatch",
+                rule="no_capable_agent",
+                evidence={
+                    "work_type": group["work_type_id"],
+                    "queue": group["queue"],
+                    "requirements": needed,
+                    "pending": group["pending"],
+                    "online_agents_on_queue": sum(1 for queues, _ in agents if group["queue"] in (queues or [])),
+                },
+            )
+        )
+    return findings

@@ -51,6 +51,7 @@ _TABLE: dict[tuple[str, str], Decision | Callable[[Finding], Decision]] = {
     ("budget", "over_budget"): Decision("dead_letter", reason="budget_exceeded", escalate=True),
     ("deadline", "deadline_missed"): _deadline,
     ("dispatch", "unclaimed"): Decision("redispatch", reason="queued message not claimed"),
+    ("dispatch", "no_capable_agent"): Decision("escalate", reason="no_capable_agent"),
     ("violation", "poison"): Decision("dead_letter", reason="poison"),
     ("violation", "failure_rate"): Decision("pause_work_type", reason="failure_rate", escalate=True),
     ("violation", "capability"): Decision("record_violation", reason="capability"),

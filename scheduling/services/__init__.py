@@ -6,7 +6,8 @@ WorkItemEvent in the same transaction.
 """
 
 from scheduling.services.operator import OPERATOR_ACTIONS, ActionRefused, work_item_operator_action
-from scheduling.services.release import queue_window, work_item_redispatch, work_items_release
+from scheduling.services.ordering import work_items_age, work_types_typical_refresh
+from scheduling.services.release import queue_pause, queue_window, work_item_redispatch, work_items_release
 from scheduling.services.requests import BLOCKED_BY_DEPENDENCIES, dependants_advance, request_submit
 from scheduling.services.submission import (
     Submission,
@@ -43,6 +44,7 @@ __all__ = [
     "Submission",
     "attempt_revoke",
     "dependants_advance",
+    "queue_pause",
     "queue_window",
     "request_submit",
     "work_item_budget_warn",
@@ -61,10 +63,12 @@ __all__ = [
     "work_item_retry",
     "work_item_submit",
     "work_item_succeed",
+    "work_items_age",
     "work_items_release",
     "work_items_submit",
     "work_items_submit_batch",
     "work_items_submit_ids",
     "work_type_pause",
     "work_types_sync",
+    "work_types_typical_refresh",
 ]

@@ -4,6 +4,7 @@ dependants are released when every parent succeeded and cancelled when one fails
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from django.db.models import Count, Q
 from project.exceptions import ValidationError
 from scheduling import registry
 from scheduling.models import Dependency, Request, WorkItem, WorkItemStatus
+from scheduling.services import ordering
 from scheduling.services.release import work_items_release
 from scheduling.services.submission import _priority_check, _work_type_row
 from scheduling.services.transitions import work_item_cancel
@@ -112,24 +114,36 @@ def request_submit(
     user_id = submitted_by.pk if getattr(submitted_by, "pk", None) else None
     with transaction.atomic():
         request = Request.objects.create(name=name, submitted_by_id=user_id)
-        created = WorkItem.objects.bulk_create(
-            [
+        per_queue = Counter(item["spec"].queue for item in checked)
+        turns = {
+            queue: iter(range(ordering.fair_seq_start(queue=queue, submitted_by_id=user_id, count=n), 2**62))
+            for queue, n in per_queue.items()
+        }
+        items = []
+        for item in checked:
+            row = rows[item["spec"].name]
+            priority = row.priority if item["priority"] is None else item["priority"]
+            items.append(
                 WorkItem(
                     request=request,
                     request_key=item["key"],
                     work_type_id=item["spec"].name,
                     queue=item["spec"].queue,
                     payload=item["payload"],
-                    priority=rows[item["spec"].name].priority if item["priority"] is None else item["priority"],
-                    max_attempts=rows[item["spec"].name].max_attempts,
+                    priority=priority,
+                    effective_priority=priority,
+                    aging_due_at=ordering.aging_due_at(effective_priority=priority),
+                    urgent_at=ordering.urgent_at(complete_by=complete_by, typical_run_seconds=row.typical_run_seconds),
+                    fair_seq=next(turns[item["spec"].queue]),
+                    requirements=ordering.requirements_text(row.capabilities or []),
+                    max_attempts=row.max_attempts,
                     submitted_by_id=user_id,
                     not_before=not_before,
                     complete_by=complete_by,
                     blocked_reason=BLOCKED_BY_DEPENDENCIES if item["parents"] else "",
                 )
-                for item in checked
-            ]
-        )
+            )
+        created = WorkItem.objects.bulk_create(items)
         ids = {item["key"]: row.pk for item, row in zip(checked, created, strict=True)}
         Dependency.objects.bulk_create(
             Dependency(child_id=ids[item["key"]], parent_id=ids[parent])

@@ -28,7 +28,16 @@ from django.db.models.functions import Now
 from django.db.models.sql import Query, UpdateQuery
 
 from project.dbclock import now_plus
-from scheduling.models import Attempt, EventKind, WorkItem, WorkItemEvent, WorkItemStatus, WorkType
+from scheduling.models import (
+    Attempt,
+    EventKind,
+    Queue,
+    SubmitterClock,
+    WorkItem,
+    WorkItemEvent,
+    WorkItemStatus,
+    WorkType,
+)
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -36,6 +45,7 @@ ITEMS = WorkItem._meta.db_table
 EVENTS = WorkItemEvent._meta.db_table
 ATTEMPTS = Attempt._meta.db_table
 TYPES = WorkType._meta.db_table
+QUEUES = Queue._meta.db_table
 S = WorkItemStatus
 
 
@@ -124,26 +134,42 @@ def fenced_update(*, work_item_id: int, status: str, attempt: int, to_status: st
     )
 
 
+def _release_order_sql() -> str:
+    """The release order (scheduling/services/ordering.py). PostgreSQL sorts NULLs
+    last in ascending order, as the release index does; SQLite sorts them first."""
+    urgent = "w.urgent_at" if connection.vendor == "postgresql" else "w.urgent_at IS NULL, w.urgent_at"
+    return f"ORDER BY w.effective_priority DESC, {urgent}, w.fair_seq, w.id"
+
+
+def _releasable(queue: str) -> Statement:
+    """Pending items of `queue` that nothing but room holds back: no unfinished
+    dependencies, due (not_before), work type not paused."""
+    return (
+        f"w.queue = %s AND w.status = %s AND w.blocked_reason = '' "
+        f"AND (w.not_before IS NULL OR w.not_before <= {sql_now()}) "
+        f"AND w.work_type_id IN (SELECT t.name FROM {TYPES} t WHERE NOT t.paused)",
+        [queue, S.PENDING],
+    )
+
+
 def release_update(*, queue: str, window: int) -> Statement:
-    """pending -> queued for the next items of `queue`, as many as its window has
-    room for (window minus queued and running), in priority order, skipping rows a
-    concurrent release holds (PostgreSQL), each with its next attempt number."""
+    """pending -> queued for the next items of `queue` that need no capabilities, as
+    many as its window has room for (window minus queued and running), in release
+    order, skipping rows a concurrent transition holds (PostgreSQL), each with its
+    next attempt number. The caller holds the queue's release lock."""
     now = sql_now()
+    where, params = _releasable(queue)
     picked = (
-        f"SELECT w.id FROM {ITEMS} w WHERE w.queue = %s AND w.status = %s AND w.blocked_reason = '' "
-        f"AND (w.not_before IS NULL OR w.not_before <= {now}) "
-        f"AND w.work_type_id IN (SELECT t.name FROM {TYPES} t WHERE NOT t.paused) "
-        "ORDER BY w.priority DESC, w.id "
+        f"SELECT w.id FROM {ITEMS} w WHERE {where} AND w.requirements = '' {_release_order_sql()} "
         "LIMIT (SELECT CASE WHEN r.room > 0 THEN r.room ELSE 0 END FROM "
         f"(SELECT %s - COUNT(*) AS room FROM {ITEMS} f WHERE f.queue = %s AND f.status IN (%s, %s)) r)"
     )
     if connection.vendor == "postgresql":
         # ARRAY(...) runs the pick once (an InitPlan); as `id IN (...)` the planner may
         # rescan it per row (a semi join), and each rescan of the LIMIT picks again.
-        # SKIP LOCKED: two releases at once take different rows.
-        where = f"id = ANY(ARRAY({picked} FOR UPDATE OF w SKIP LOCKED))"
+        where_moved = f"id = ANY(ARRAY({picked} FOR UPDATE OF w SKIP LOCKED))"
     else:
-        where = f"id IN ({picked})"  # SQLite: one writer at a time; the subquery runs once
+        where_moved = f"id IN ({picked})"  # SQLite: one writer at a time; the subquery runs once
     # The picked rows are the fence: locked with their status rechecked under the lock
     # (PostgreSQL), or read by the only writer (SQLite), so they are still pending.
     # Matching by id alone also keeps the planner on the primary key when its
@@ -151,8 +177,76 @@ def release_update(*, queue: str, window: int) -> Statement:
     # pending row: 7.6 ms instead of 0.1 ms per release).
     return (
         f"UPDATE {ITEMS} SET status = %s, attempt = attempt + 1, dispatched_at = {now}, updated_at = {now} "
-        f"WHERE {where}",
-        [S.QUEUED, queue, S.PENDING, window, queue, S.QUEUED, S.RUNNING],
+        f"WHERE {where_moved}",
+        [S.QUEUED, *params, window, queue, S.QUEUED, S.RUNNING],
+    )
+
+
+def release_candidates(*, queue: str, extra: str, limit: int) -> Statement:
+    """The next releasable items of `queue` matching `extra` (an `AND ...` condition
+    on `w`, whose parameters go before the last one, the LIMIT), in release order:
+    id, effective_priority, urgent_at, fair_seq, work_type_id, requirements."""
+    where, params = _releasable(queue)
+    return (
+        f"SELECT w.id, w.effective_priority, w.urgent_at, w.fair_seq, w.work_type_id, w.requirements "
+        f"FROM {ITEMS} w WHERE {where}{extra} {_release_order_sql()} LIMIT %s",
+        [*params, limit],
+    )
+
+
+def release_ids_update(ids: Sequence[int]) -> Statement:
+    """pending -> queued for these items (picked under the queue's release lock);
+    one that is no longer pending is left alone."""
+    now = sql_now()
+    marks = ", ".join(["%s"] * len(ids))
+    return (
+        f"UPDATE {ITEMS} SET status = %s, attempt = attempt + 1, dispatched_at = {now}, updated_at = {now} "
+        f"WHERE id IN ({marks}) AND status = %s",
+        [S.QUEUED, *ids, S.PENDING],
+    )
+
+
+def queue_lock_select(*, queue: str) -> Statement:
+    """(paused, items needing capabilities are pending) of `queue`, taking the Queue
+    row's lock on PostgreSQL: the release lock (see release._queue_lock)."""
+    lock = " FOR UPDATE OF q" if connection.vendor == "postgresql" else ""
+    return (
+        f"SELECT q.paused, EXISTS (SELECT 1 FROM {ITEMS} w WHERE w.queue = %s AND w.status = %s "
+        f"AND w.requirements <> '') FROM {QUEUES} q WHERE q.name = %s{lock}",
+        [queue, S.PENDING, queue],
+    )
+
+
+def fair_seq_upsert(*, queue: str, submitter_key: int, count: int) -> Statement:
+    """Reserve `count` fair-share turns for a submitter in `queue`, after
+    max(the queue's virtual clock, their last turn); returns the last one reserved."""
+    clocks = SubmitterClock._meta.db_table
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    return (
+        f"INSERT INTO {clocks} (queue, submitter_key, last_seq) "
+        f"VALUES (%s, %s, COALESCE((SELECT q.virtual_clock FROM {QUEUES} q WHERE q.name = %s), 0) + %s) "
+        "ON CONFLICT (queue, submitter_key) DO UPDATE "
+        f"SET last_seq = {greatest}({clocks}.last_seq, EXCLUDED.last_seq - %s) + %s "
+        "RETURNING last_seq",
+        [queue, submitter_key, queue, count, count, count],
+    )
+
+
+def in_flight_count(*, queue: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {ITEMS} f WHERE f.queue = %s AND f.status IN (%s, %s)", [queue, S.QUEUED, S.RUNNING]
+        )
+        return cursor.fetchone()[0]
+
+
+def virtual_clock_step(*, queue: str) -> Statement:
+    """Advance `queue`'s fair-share clock to the latest turn released (the rows in `moved`)."""
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    return (
+        f"UPDATE {QUEUES} SET virtual_clock = {greatest}(virtual_clock, COALESCE("
+        f"(SELECT MAX(w.fair_seq) FROM {ITEMS} w WHERE w.id IN (SELECT id FROM moved)), 0)) WHERE name = %s",
+        [queue],
     )
 
 
@@ -165,12 +259,15 @@ IN_FLIGHT_OTHERS = (
 )
 
 
-# What a release returns per item: enough to publish it (budget -> time limits) in priority order.
+# What a release returns per item: enough to publish it (budget -> time limits) in release order.
 RELEASE_RETURNING = (
     "id",
     "attempt",
-    "priority",
-    f"(SELECT t.budget_seconds FROM {TYPES} t WHERE t.name = {ITEMS}.work_type_id) AS budget_seconds",
+    f"COALESCE(budget_seconds, (SELECT t.budget_seconds FROM {TYPES} t WHERE t.name = {ITEMS}.work_type_id)) "
+    "AS budget_seconds",
+    "effective_priority",
+    "urgent_at",
+    "fair_seq",
 )
 
 

@@ -12,10 +12,12 @@ from django.db import IntegrityError, connection, transaction
 from project.exceptions import NotFound, ValidationError
 from scheduling import registry, routing
 from scheduling.models import (
+    Queue,
     WorkItem,
     WorkItemStatus,
     WorkType,
 )
+from scheduling.services import ordering
 from scheduling.services.release import work_items_release
 
 logger = logging.getLogger("scheduling.services")
@@ -53,6 +55,8 @@ def work_types_sync(*, using: str = "default") -> None:
             },
         )
     WorkType.objects.using(using).exclude(name__in=list(specs)).update(in_code=False)
+    for queue in routing.work_queue_names():
+        Queue.objects.using(using).get_or_create(name=queue)
 
 
 def _work_type_row(name: str) -> WorkType:
@@ -111,6 +115,7 @@ def work_items_submit_batch(
     budget_seconds: int | None = None,
     budget_seconds_total: int | None = None,
     budget_cost: float | None = None,
+    requirements: Any = None,
 ) -> Submission:
     """Validate every payload, then insert all items in one transaction (all or none).
 
@@ -120,7 +125,9 @@ def work_items_submit_batch(
     returns the earlier items (created=False) and writes nothing. `queue`
     overrides the work type's queue (the django.tasks backend routes per task);
     internal work types are only for platform code that passes allow_internal.
-    Budgets given here override the work type's for these items.
+    Budgets given here override the work type's for these items. `requirements`
+    (capability tags such as `gpu`, `mem_gb=16`) add to the work type's: only a
+    live agent that has them all runs these items.
     """
     spec = registry.work_type_spec(work_type)
     if spec.internal and not allow_internal:
@@ -139,6 +146,7 @@ def work_items_submit_batch(
     for name, value in budgets.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
             raise ValidationError(f"{name} must be a positive number, not {value!r}")
+    needs = ordering.requirements_clean(requirements)
     submitted_by_id = submitted_by.pk if getattr(submitted_by, "pk", None) else None
     keys = _idempotency_keys(idempotency_key, len(payloads))
     if idempotency_key and (earlier := _submitted_before(keys, submitted_by_id)) is not None:
@@ -157,10 +165,15 @@ def work_items_submit_batch(
         cleaned.append(seen[id(payload)])
     row = _work_type_row(work_type)
     target_queue = queue or spec.queue
+    chosen_priority = row.priority if priority is None else priority
     shared = {
         "work_type_id": row.name,
         "queue": target_queue,
-        "priority": row.priority if priority is None else priority,
+        "priority": chosen_priority,
+        "effective_priority": chosen_priority,
+        "aging_due_at": ordering.aging_due_at(effective_priority=chosen_priority),
+        "urgent_at": ordering.urgent_at(complete_by=complete_by, typical_run_seconds=row.typical_run_seconds),
+        "requirements": ordering.requirements_text(row.capabilities or [], needs),
         "max_attempts": row.max_attempts,
         "not_before": not_before,
         "complete_by": complete_by,
@@ -169,11 +182,15 @@ def work_items_submit_batch(
     }
     try:
         with transaction.atomic():
+            first_seq = ordering.fair_seq_start(queue=target_queue, submitted_by_id=submitted_by_id, count=len(cleaned))
             if connection.vendor == "postgresql":
-                ids = _insert_unnest(shared=shared, payloads=cleaned, keys=keys)
+                ids = _insert_unnest(shared=shared, payloads=cleaned, keys=keys, first_seq=first_seq)
             else:
                 items = WorkItem.objects.bulk_create(
-                    [WorkItem(payload=p, idempotency_key=k, **shared) for p, k in zip(cleaned, keys, strict=True)],
+                    [
+                        WorkItem(payload=p, idempotency_key=k, fair_seq=first_seq + n, **shared)
+                        for n, (p, k) in enumerate(zip(cleaned, keys, strict=True))
+                    ],
                     batch_size=2000,
                 )
                 ids = [item.pk for item in items]
@@ -192,7 +209,7 @@ def work_items_submit_ids(**options: Any) -> list[int]:
     return work_items_submit_batch(**options).ids
 
 
-def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[str]) -> list[int]:
+def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[str], first_seq: int) -> list[int]:
     """PostgreSQL: one INSERT ... SELECT FROM unnest(payloads) for the whole batch.
     Items of one submission differ only in payload, and the ORM's per-field
     preparation made bulk_create the bottleneck (about 9k items/s)."""
@@ -202,11 +219,12 @@ def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[s
         cursor.execute(
             """
             INSERT INTO scheduling_workitem (
-                work_type_id, queue, priority, max_attempts, not_before, complete_by, submitted_by_id, payload,
+                work_type_id, queue, priority, effective_priority, aging_due_at, urgent_at, requirements, fair_seq,
+                max_attempts, not_before, complete_by, submitted_by_id, payload,
                 budget_seconds, budget_seconds_total, budget_cost,
                 idempotency_key, status, blocked_reason, attempt, requeue_count, progress, progress_message,
                 cost_total, error, request_key, created_at, updated_at)
-            SELECT %s, %s, %s, %s, %s, %s, %s, payload::jsonb, %s, %s, %s,
+            SELECT %s, %s, %s, %s, %s, %s, %s, %s + n - 1, %s, %s, %s, %s, payload::jsonb, %s, %s, %s,
                 key, %s, '', 0, 0, 0, '', 0, '', '', now(), now()
             FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS batch(payload, key, n)
             ORDER BY n
@@ -216,6 +234,11 @@ def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[s
                 shared["work_type_id"],
                 shared["queue"],
                 shared["priority"],
+                shared["effective_priority"],
+                shared["aging_due_at"],
+                shared["urgent_at"],
+                shared["requirements"],
+                first_seq,
                 shared["max_attempts"],
                 shared["not_before"],
                 shared["complete_by"],

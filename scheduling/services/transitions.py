@@ -220,13 +220,13 @@ def work_item_succeed(*, work_item_id: int, attempt: int, actor: str, result: An
             "progress = 1.0, error = ''",
             [None if result is None else json.dumps(result)],
         ),
-        returning=("queue", "request_id", statements.IN_FLIGHT_OTHERS),
+        returning=("queue", "request_id", "work_type_id", statements.IN_FLIGHT_OTHERS),
         close_attempt=(AttemptOutcome.SUCCEEDED, ""),
     )
     if row is None:
         return False
     _dependants_after_commit(row, work_item_id)
-    if release_after_finish_due(queue=row["queue"], in_flight=row["in_flight"]):
+    if release_after_finish_due(queue=row["queue"], in_flight=row["in_flight"], work_type=row["work_type_id"]):
         transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
 

@@ -138,6 +138,7 @@ def _supervise(run: SupervisorRun, *, holder: str) -> None:
         ),
         monitors.attempts_outside_capabilities,
         lambda: monitors.work_items_unclaimed(older_than=settings.REDISPATCH_AFTER),
+        lambda: monitors.work_items_without_capable_agent(older_than=settings.AGENT_DEAD_AFTER),
     ]
     for scan in passes:
         for finding in scan():
@@ -148,6 +149,8 @@ def _supervise(run: SupervisorRun, *, holder: str) -> None:
     # Backstop for dependants whose parent finished in a process that died before
     # its after-commit hook ran.
     scheduling.dependants_advance(actor="supervisor")
+    scheduling.work_items_age()
+    scheduling.work_types_typical_refresh()
     run.released = scheduling.work_items_release()
 
 

@@ -25,6 +25,11 @@ class Command(BaseCommand):
                 f"  {queue:<10} {depth['pending']:>7} {depth['queued']:>7} {depth['running']:>7}"
                 f" {depth['retry_wait']:>7}"
             )
+        out.write("\nWhy pending items wait (blocked_reason):")
+        if not any(status["waiting"].values()):
+            out.write("  nothing pending")
+        for queue, reasons in sorted(status["waiting"].items()):
+            out.write(f"  {queue:<10} " + "  ".join(f"{reason} {n}" for reason, n in sorted(reasons.items())))
         out.write("\nAgents:")
         if not status["agents"]:
             out.write("  none registered")

@@ -30,9 +30,16 @@ class Command(BaseCommand):
             default=None,
             help="Resubmitting with the same key prints the earlier ids and creates nothing.",
         )
+        parser.add_argument(
+            "--requires",
+            default=None,
+            help="Capabilities an agent needs beyond the work type's, comma-separated, e.g. gpu,mem_gb=16.",
+        )
         parser.add_argument("--json", action="store_true", help="Print the ids as a JSON list.")
 
-    def handle(self, *args, work_type, payload, priority, count, file, idempotency_key, json: bool = False, **options):
+    def handle(
+        self, *args, work_type, payload, priority, count, file, idempotency_key, requires, json: bool = False, **options
+    ):
         if not 1 <= count <= 1_000_000:
             raise BadInput(f"--count must be between 1 and 1000000, not {count}")
         try:
@@ -43,7 +50,11 @@ class Command(BaseCommand):
                     raise BadInput("name a WORK_TYPE, or give --file request.json for a request")
                 payloads = _jsonl(file) if file else [_parse_json(payload, "--payload")] * count
                 ids = work_items_submit_ids(
-                    work_type=work_type, payloads=payloads, priority=priority, idempotency_key=idempotency_key
+                    work_type=work_type,
+                    payloads=payloads,
+                    priority=priority,
+                    idempotency_key=idempotency_key,
+                    requirements=requires,
                 )
         except ShepherdError as error:
             raise BadInput(str(error)) from None
