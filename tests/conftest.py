@@ -266,6 +266,7 @@ class Platform:
         concurrency: int = 2,
         wait: bool = True,
         extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Proc:
         args = [
             sys.executable,
@@ -286,7 +287,7 @@ class Platform:
             "--without-gossip",
             *(extra_args or []),
         ]
-        proc = self._spawn(name, args)
+        proc = self._spawn(name, args, env)
         if wait:
             self.wait_worker_ready(proc)
         return proc
