@@ -69,6 +69,11 @@ class SubmitOptions(StrictIn):
     priority: StrictInt | None = Field(None, ge=0, le=9, description="0-9, higher first; default: the work type's.")
     not_before: IsoDatetime | None = Field(None, description="Do not start before this time (ISO 8601 with zone).")
     complete_by: IsoDatetime | None = Field(None, description="Deadline (ISO 8601 with zone).")
+    requirements: list[Annotated[str, Field(max_length=130)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Capabilities an agent needs beyond the work type's, e.g. ['gpu', 'mem_gb=16'].",
+    )
 
 
 class ItemSubmitIn(SubmitOptions):
@@ -100,7 +105,11 @@ class ItemOut(Schema):
     work_type: str
     queue: str
     status: str
-    blocked_reason: str
+    blocked_reason: str = Field(
+        description="Why a pending item waits: dependencies, not_before, paused, no_capable_agent, "
+        "concurrency_limit, rate_limited, queue_full, or ready; empty once it left pending."
+    )
+    requirements: list[str] = Field(description="Capabilities an agent needs to run it.")
     priority: int
     attempt: int
     max_attempts: int

@@ -39,6 +39,7 @@ from api.services import api_token_authenticate, api_token_rate_charge
 from project.exceptions import NotFound, ValidationError
 from project.platform import platform_status
 from scheduling import registry
+from scheduling.blocking import BlockingFacts
 from scheduling.models import Attempt, WorkItemStatus, WorkType
 from scheduling.selectors import (
     request_graph,
@@ -196,11 +197,23 @@ ITEM_FIELDS = (
     "heartbeat_at",
     "agent__name",
     "agent__last_heartbeat_at",
+    "requirements",
 )
 
 
-def _item_out(row: dict[str, Any]) -> dict[str, Any]:
+def _item_out(row: dict[str, Any], facts: BlockingFacts | None = None) -> dict[str, Any]:
     row = dict(row)
+    requirements = row.pop("requirements")
+    if row["status"] == "pending":
+        # Why it waits, derived now (scheduling.blocking); one facts object per response.
+        row["blocked_reason"] = (facts or BlockingFacts()).reason(
+            queue=row["queue"],
+            work_type=row["work_type_id"],
+            stored=row["blocked_reason"],
+            not_before=row["not_before"],
+            requirements=requirements,
+        )
+    row["requirements"] = [tag for tag in requirements.split(",") if tag]
     row["work_type"] = row.pop("work_type_id")
     row["submitted_by"] = row.pop("submitted_by__username")
     row["agent"] = row.pop("agent__name")
@@ -255,6 +268,7 @@ def _submit(request: HttpRequest, body: Any, payloads: list, idempotency_key: st
         budget_seconds=body.budget_seconds,
         budget_seconds_total=body.budget_seconds_total,
         budget_cost=body.budget_cost,
+        requirements=body.requirements,
     )
     return submission.ids, submission.created
 
@@ -301,7 +315,8 @@ def items_list(request: HttpRequest, filters: Query[ItemFilters]):
         items = items.filter(submitted_by__username=filters.submitted_by)
     if filters.cursor:
         items = items.filter(id__lt=int(filters.cursor))
-    rows = [_item_out(row) for row in items.values(*ITEM_FIELDS)[: filters.limit + 1]]
+    facts = BlockingFacts()
+    rows = [_item_out(row, facts) for row in items.values(*ITEM_FIELDS)[: filters.limit + 1]]
     more = len(rows) > filters.limit
     rows = rows[: filters.limit]
     return {"items": rows, "next_cursor": str(rows[-1]["id"]) if more else None}
