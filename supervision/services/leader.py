@@ -122,24 +122,38 @@ def supervisor_tick(*, holder: str | None = None) -> SupervisorRun | None:
 def _supervise(run: SupervisorRun, *, holder: str) -> None:
     # Order matters: agents found dead this tick make their items orphans this tick,
     # and budgets are judged before the lease monitor would merely retry an item
-    # that a hard time limit killed.
+    # that a hard time limit killed. A monitor whose census entry says it has
+    # nothing to look at is skipped: on a quiet platform that is most of them.
+    live = monitors.live_census(run_id=run.pk)
     passes = [
-        lambda: monitors.agents_stale(older_than=settings.AGENT_DEAD_AFTER),
-        monitors.work_items_orphaned,
-        monitors.work_items_over_budget,
-        monitors.work_items_lease_expired,
-        lambda: monitors.work_items_stalled(agent_dead_after=settings.AGENT_DEAD_AFTER),
-        monitors.work_items_past_deadline,
-        lambda: monitors.work_items_poison(lost_at_least=settings.SHEPHERD_POISON_AFTER_LOST),
-        lambda: monitors.work_types_failing(
-            window_seconds=settings.SHEPHERD_FAILURE_RATE_WINDOW_SECONDS,
-            min_attempts=settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS,
-            threshold=settings.SHEPHERD_FAILURE_RATE_THRESHOLD,
+        (True, lambda: monitors.agents_stale(older_than=settings.AGENT_DEAD_AFTER)),
+        (live.running, monitors.work_items_orphaned),
+        (live.running or live.retry_wait, monitors.work_items_over_budget),
+        (live.running, monitors.work_items_lease_expired),
+        (
+            live.running and live.stall_types,
+            lambda: monitors.work_items_stalled(agent_dead_after=settings.AGENT_DEAD_AFTER),
         ),
-        monitors.attempts_outside_capabilities,
-        lambda: monitors.work_items_unclaimed(older_than=settings.REDISPATCH_AFTER),
+        (live.deadline, monitors.work_items_past_deadline),
+        (
+            # running too: an item failed as lost earlier in this tick waits to retry now.
+            live.pending or live.queued or live.retry_wait or live.running,
+            lambda: monitors.work_items_poison(lost_at_least=settings.SHEPHERD_POISON_AFTER_LOST),
+        ),
+        (
+            True,
+            lambda: monitors.work_types_failing(
+                window_seconds=settings.SHEPHERD_FAILURE_RATE_WINDOW_SECONDS,
+                min_attempts=settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS,
+                threshold=settings.SHEPHERD_FAILURE_RATE_THRESHOLD,
+            ),
+        ),
+        (live.running and live.capability_types, monitors.attempts_outside_capabilities),
+        (live.queued, lambda: monitors.work_items_unclaimed(older_than=settings.REDISPATCH_AFTER)),
     ]
-    for scan in passes:
+    for wanted, scan in passes:
+        if not wanted:
+            continue
         for finding in scan():
             run.findings += 1
             if intervene(run=run, finding=finding):
@@ -147,8 +161,11 @@ def _supervise(run: SupervisorRun, *, holder: str) -> None:
         supervisor_lease_renew(holder=holder)
     # Backstop for dependants whose parent finished in a process that died before
     # its after-commit hook ran.
-    scheduling.dependants_advance(actor="supervisor")
-    run.released = scheduling.work_items_release()
+    if live.blocked:
+        scheduling.dependants_advance(actor="supervisor")
+    # Monitors may have moved items to retry_wait this tick, so promote due retries
+    # whenever any may exist now, not only when the census saw some.
+    run.released = scheduling.work_items_release(retries_due=live.retry_wait or run.actions > 0)
 
 
 def supervisor_run_once(*, wait_seconds: float | None = None) -> SupervisorRun | None:
