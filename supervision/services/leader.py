@@ -63,13 +63,20 @@ def supervisor_lease_try_acquire(*, holder: str) -> bool:
     """Take the leader lease if it is free. Exactly one caller wins per interval."""
     if not _advisory_lock(acquire=True):
         return False
-    with contextlib.suppress(IntegrityError):  # a concurrent caller created it
-        SupervisorLease.objects.get_or_create(name=LEASE_NAME, defaults={"expires_at": Now()})
-    won = bool(
-        SupervisorLease.objects.filter(name=LEASE_NAME, expires_at__lte=Now()).update(
-            holder=holder, acquired_at=Now(), expires_at=now_plus(_hold_seconds())
+
+    def take() -> bool:
+        return bool(
+            SupervisorLease.objects.filter(name=LEASE_NAME, expires_at__lte=Now()).update(
+                holder=holder, acquired_at=Now(), expires_at=now_plus(_hold_seconds())
+            )
         )
-    )
+
+    # The row exists after the first tick ever, so look for it only when taking fails.
+    won = take()
+    if not won and not SupervisorLease.objects.filter(name=LEASE_NAME).exists():
+        with contextlib.suppress(IntegrityError):  # a concurrent caller created it
+            SupervisorLease.objects.get_or_create(name=LEASE_NAME, defaults={"expires_at": Now()})
+        won = take()
     if not won:
         _advisory_lock(acquire=False)
     return won
@@ -115,7 +122,7 @@ def supervisor_tick(*, holder: str | None = None) -> SupervisorRun | None:
         run.finished_at = Now()
         run.save(update_fields=["findings", "actions", "released", "error", "finished_at"])
         supervisor_lease_release(holder=holder)
-    run.refresh_from_db()
+    # No refresh_from_db(): save() already read back the Now() it assigned (RETURNING).
     return run
 
 
