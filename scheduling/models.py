@@ -282,7 +282,21 @@ class WorkItem(models.Model):
             ),
             models.Index(fields=["dispatched_at"], name="work_item_queued_idx", condition=Q(status=S.QUEUED)),
             models.Index(fields=["not_before"], name="work_item_retry_due_idx", condition=Q(status=S.RETRY_WAIT)),
-            models.Index(fields=["status", "work_type"], name="work_item_status_type_idx"),
+            # Counts per state (status, dashboard, /metrics) read this index alone, not
+            # the wide table rows: COUNT(*) over an index-only scan.
+            models.Index(fields=["status", "work_type", "queue"], name="work_item_state_type_queue_idx"),
+            # The tick's census and its deadline and dependency passes: rows that are
+            # usually few, so they cost the same with a million finished items stored.
+            models.Index(
+                fields=["complete_by"],
+                name="work_item_deadline_idx",
+                condition=Q(complete_by__isnull=False, status__in=sorted(NON_TERMINAL_STATUSES)),
+            ),
+            models.Index(
+                fields=["id"],
+                name="work_item_blocked_idx",
+                condition=Q(status=S.PENDING, blocked_reason="dependencies"),  # requests.BLOCKED_BY_DEPENDENCIES
+            ),
             # "My items" lists for users of the API and dashboard.
             models.Index(fields=["submitted_by", "-id"], name="work_item_submitter_idx"),
         ]

@@ -63,13 +63,20 @@ def supervisor_lease_try_acquire(*, holder: str) -> bool:
     """Take the leader lease if it is free. Exactly one caller wins per interval."""
     if not _advisory_lock(acquire=True):
         return False
-    with contextlib.suppress(IntegrityError):  # a concurrent caller created it
-        SupervisorLease.objects.get_or_create(name=LEASE_NAME, defaults={"expires_at": Now()})
-    won = bool(
-        SupervisorLease.objects.filter(name=LEASE_NAME, expires_at__lte=Now()).update(
-            holder=holder, acquired_at=Now(), expires_at=now_plus(_hold_seconds())
+
+    def take() -> bool:
+        return bool(
+            SupervisorLease.objects.filter(name=LEASE_NAME, expires_at__lte=Now()).update(
+                holder=holder, acquired_at=Now(), expires_at=now_plus(_hold_seconds())
+            )
         )
-    )
+
+    # The row exists after the first tick ever, so look for it only when taking fails.
+    won = take()
+    if not won and not SupervisorLease.objects.filter(name=LEASE_NAME).exists():
+        with contextlib.suppress(IntegrityError):  # a concurrent caller created it
+            SupervisorLease.objects.get_or_create(name=LEASE_NAME, defaults={"expires_at": Now()})
+        won = take()
     if not won:
         _advisory_lock(acquire=False)
     return won
@@ -115,32 +122,49 @@ def supervisor_tick(*, holder: str | None = None) -> SupervisorRun | None:
         run.finished_at = Now()
         run.save(update_fields=["findings", "actions", "released", "error", "finished_at"])
         supervisor_lease_release(holder=holder)
-    run.refresh_from_db()
+    # No refresh_from_db(): save() already read back the Now() it assigned (RETURNING).
     return run
 
 
 def _supervise(run: SupervisorRun, *, holder: str) -> None:
     # Order matters: agents found dead this tick make their items orphans this tick,
     # and budgets are judged before the lease monitor would merely retry an item
-    # that a hard time limit killed.
+    # that a hard time limit killed. A monitor whose census entry says it has
+    # nothing to look at is skipped: on a quiet platform that is most of them.
+    live = monitors.live_census(run_id=run.pk)
     passes = [
-        lambda: monitors.agents_stale(older_than=settings.AGENT_DEAD_AFTER),
-        monitors.work_items_orphaned,
-        monitors.work_items_over_budget,
-        monitors.work_items_lease_expired,
-        lambda: monitors.work_items_stalled(agent_dead_after=settings.AGENT_DEAD_AFTER),
-        monitors.work_items_past_deadline,
-        lambda: monitors.work_items_poison(lost_at_least=settings.SHEPHERD_POISON_AFTER_LOST),
-        lambda: monitors.work_types_failing(
-            window_seconds=settings.SHEPHERD_FAILURE_RATE_WINDOW_SECONDS,
-            min_attempts=settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS,
-            threshold=settings.SHEPHERD_FAILURE_RATE_THRESHOLD,
+        (True, lambda: monitors.agents_stale(older_than=settings.AGENT_DEAD_AFTER)),
+        (live.running, monitors.work_items_orphaned),
+        (live.running or live.retry_wait, monitors.work_items_over_budget),
+        (live.running, monitors.work_items_lease_expired),
+        (
+            live.running and live.stall_types,
+            lambda: monitors.work_items_stalled(agent_dead_after=settings.AGENT_DEAD_AFTER),
         ),
-        monitors.attempts_outside_capabilities,
-        lambda: monitors.work_items_unclaimed(older_than=settings.REDISPATCH_AFTER),
-        lambda: monitors.work_items_without_capable_agent(older_than=settings.AGENT_DEAD_AFTER),
+        (live.deadline, monitors.work_items_past_deadline),
+        (
+            # running too: an item failed as lost earlier in this tick waits to retry now.
+            live.pending or live.queued or live.retry_wait or live.running,
+            lambda: monitors.work_items_poison(lost_at_least=settings.SHEPHERD_POISON_AFTER_LOST),
+        ),
+        (
+            True,
+            lambda: monitors.work_types_failing(
+                window_seconds=settings.SHEPHERD_FAILURE_RATE_WINDOW_SECONDS,
+                min_attempts=settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS,
+                threshold=settings.SHEPHERD_FAILURE_RATE_THRESHOLD,
+            ),
+        ),
+        (live.running and live.capability_types, monitors.attempts_outside_capabilities),
+        (live.queued, lambda: monitors.work_items_unclaimed(older_than=settings.REDISPATCH_AFTER)),
+        (
+            live.needs_capabilities,
+            lambda: monitors.work_items_without_capable_agent(older_than=settings.AGENT_DEAD_AFTER),
+        ),
     ]
-    for scan in passes:
+    for wanted, scan in passes:
+        if not wanted:
+            continue
         for finding in scan():
             run.findings += 1
             if intervene(run=run, finding=finding):
@@ -148,10 +172,16 @@ def _supervise(run: SupervisorRun, *, holder: str) -> None:
         supervisor_lease_renew(holder=holder)
     # Backstop for dependants whose parent finished in a process that died before
     # its after-commit hook ran.
-    scheduling.dependants_advance(actor="supervisor")
-    scheduling.work_items_age()
-    scheduling.work_types_typical_refresh()
-    run.released = scheduling.work_items_release()
+    if live.blocked:
+        scheduling.dependants_advance(actor="supervisor")
+    if live.aging_due:
+        scheduling.work_items_age()
+    scheduling.work_types_typical_refresh()  # at most once a minute
+    # Monitors may have moved items to retry_wait this tick, so promote due retries
+    # whenever any may exist now, not only when the census saw some.
+    retries_due = live.retry_wait or run.actions > 0
+    if live.pending or retries_due:
+        run.released = scheduling.work_items_release(retries_due=retries_due)
 
 
 def supervisor_run_once(*, wait_seconds: float | None = None) -> SupervisorRun | None:
