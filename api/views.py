@@ -54,6 +54,7 @@ from scheduling.services import (
     work_item_operator_action,
     work_items_submit_batch,
 )
+from scheduling.services.ordering import requirements_split
 
 logger = logging.getLogger("api")
 
@@ -213,7 +214,7 @@ def _item_out(row: dict[str, Any], facts: BlockingFacts | None = None) -> dict[s
             not_before=row["not_before"],
             requirements=requirements,
         )
-    row["requirements"] = [tag for tag in requirements.split(",") if tag]
+    row["requirements"] = requirements_split(requirements)
     row["work_type"] = row.pop("work_type_id")
     row["submitted_by"] = row.pop("submitted_by__username")
     row["agent"] = row.pop("agent__name")

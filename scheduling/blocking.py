@@ -16,9 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, Q
 
-from agents.models import Agent, AgentStatus
 from project.dbclock import db_now
-from scheduling.capabilities import capabilities_missing
 from scheduling.models import IN_FLIGHT_STATUSES, Queue, WorkItem, WorkItemStatus, WorkType
 
 DEPENDENCIES = "dependencies"
@@ -85,13 +83,15 @@ class BlockingFacts:
         return by_queue, by_type
 
     @cached_property
-    def agents(self) -> list[tuple[list[str], list[str]]]:
-        return [
-            (queues or [], capabilities or [])
-            for queues, capabilities in Agent.objects.filter(status=AgentStatus.ONLINE).values_list(
-                "queues", "capabilities"
-            )
-        ]
+    def capable(self) -> dict[str, Any]:
+        return {}  # queue -> release.CapableAgents, read when first needed
+
+    def capable_names(self, queue: str, requirements: str) -> list[str]:
+        from scheduling.services.release import capable_agents_loader
+
+        if queue not in self.capable:
+            self.capable[queue] = capable_agents_loader(queue)
+        return self.capable[queue].names_for(requirements)
 
     def window(self, queue: str) -> int:
         from scheduling.services.release import queue_window
@@ -115,12 +115,8 @@ class BlockingFacts:
         kind = self.types.get(work_type, {})
         if queue in self.paused_queues or kind.get("paused"):
             return PAUSED
-        if requirements:
-            needed = [tag for tag in requirements.split(",") if tag]
-            if not any(
-                queue in queues and not capabilities_missing(declared, needed) for queues, declared in self.agents
-            ):
-                return NO_CAPABLE_AGENT
+        if requirements and not self.capable_names(queue, requirements):
+            return NO_CAPABLE_AGENT
         by_queue, by_type = self.in_flight
         if kind.get("max_concurrency") is not None and by_type.get(work_type, 0) >= kind["max_concurrency"]:
             return CONCURRENCY_LIMIT

@@ -13,6 +13,8 @@ from agents.selectors import agents_capacity_by_queue
 from project.dbclock import age_of, age_of_first, db_now, now_minus
 from scheduling.capabilities import capabilities_missing
 from scheduling.models import NON_TERMINAL_STATUSES, Attempt, AttemptOutcome, WorkItem, WorkItemStatus, WorkType
+from scheduling.services.ordering import requirements_split
+from scheduling.services.release import CapableAgents, capable_agents_loader
 from supervision.models import Intervention, SupervisorRun
 
 SCAN_LIMIT = 500  # per monitor per tick, so one tick stays short however much is wrong
@@ -444,7 +446,7 @@ def work_items_without_capable_agent(*, older_than: float) -> list[Finding]:
     )
     if not groups:
         return []
-    agents = list(Agent.objects.filter(status=AgentStatus.ONLINE).values_list("queues", "capabilities"))
+    agents: dict[str, CapableAgents] = {}  # per queue, read when first needed
     open_types = set(
         Escalation.objects.filter(
             problem="no_capable_agent", status__in=[Escalation.Status.OPEN, Escalation.Status.ACKNOWLEDGED]
@@ -452,12 +454,10 @@ def work_items_without_capable_agent(*, older_than: float) -> list[Finding]:
     )
     findings = []
     for group in groups:
-        needed = [tag for tag in group["requirements"].split(",") if tag]
-        capable = any(
-            group["queue"] in (queues or []) and not capabilities_missing(declared or [], needed)
-            for queues, declared in agents
-        )
-        if capable or f"work_type:{group['work_type_id']}" in open_types:
+        if group["queue"] not in agents:
+            agents[group["queue"]] = capable_agents_loader(group["queue"])
+        on_queue = agents[group["queue"]]
+        if on_queue.names_for(group["requirements"]) or f"work_type:{group['work_type_id']}" in open_types:
             continue
         findings.append(
             Finding(
@@ -466,9 +466,9 @@ def work_items_without_capable_agent(*, older_than: float) -> list[Finding]:
                 evidence={
                     "work_type": group["work_type_id"],
                     "queue": group["queue"],
-                    "requirements": needed,
+                    "requirements": requirements_split(group["requirements"]),
                     "pending": group["pending"],
-                    "online_agents_on_queue": sum(1 for queues, _ in agents if group["queue"] in (queues or [])),
+                    "online_agents_on_queue": len(on_queue.agents),
                 },
             )
         )

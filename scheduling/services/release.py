@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from celery.utils.nodenames import worker_direct
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Case, Q, Value, When
 from django.db.models.functions import Now
 
 from agents.models import Agent, AgentStatus
@@ -207,11 +207,15 @@ def _release_steps(queue: str) -> list[statements.Statement]:
     ]
 
 
+def _order_key(pk: int, effective_priority: int, urgent_at: Any, fair_seq: int) -> tuple:
+    """The release order as a Python sort key (statements._release_order_sql): no deadline last."""
+    return (-effective_priority, urgent_at is None, urgent_at or "", fair_seq, pk)
+
+
 def _release_order(row: tuple) -> tuple:
-    """Sort key of a RELEASE_RETURNING row (…, effective_priority, urgent_at, fair_seq):
-    the release order, so messages are published in it."""
-    urgent = row[4]
-    return (-row[3], urgent is None, urgent or "", row[5], row[0])
+    """Sort key of a RELEASE_RETURNING row (id, attempt, budget, effective_priority,
+    urgent_at, fair_seq), so messages are published in release order."""
+    return _order_key(row[0], row[3], row[4], row[5])
 
 
 class _Candidate(NamedTuple):
@@ -226,7 +230,7 @@ def _candidates(queue: str, *, extra: str, params: list, limit: int) -> list[_Ca
     with connection.cursor() as cursor:
         cursor.execute(sql, [*base[:-1], *params, base[-1]])
         return [
-            _Candidate((-eff, urgent is None, urgent or "", seq, pk), pk, work_type, needs)
+            _Candidate(_order_key(pk, eff, urgent, seq), pk, work_type, needs)
             for pk, eff, urgent, seq, work_type, needs in cursor.fetchall()
         ]
 
@@ -296,11 +300,11 @@ def _release_general(queue: str, limited: dict[str, _Limits]) -> list[Dispatch]:
         if taken.get(name):
             WorkType.objects.filter(name=name).update(rate_next_slot=start + timedelta(seconds=taken[name] / rate))
     # A slotted item counts as dispatched at its slot: the outbox waits from there.
-    for dispatch in dispatches:
-        if dispatch.eta is not None:
-            WorkItem.objects.filter(pk=dispatch.work_item_id, attempt=dispatch.attempt).update(
-                dispatched_at=dispatch.eta
-            )
+    slotted = {d.work_item_id: d.eta for d in dispatches if d.eta is not None}
+    if slotted:
+        WorkItem.objects.filter(pk__in=slotted).update(
+            dispatched_at=Case(*(When(pk=pk, then=Value(eta)) for pk, eta in slotted.items()))
+        )
     return dispatches
 
 
