@@ -204,12 +204,14 @@ def work_item_execute(*, work_item_id: Any, attempt: Any, task_id: str) -> str:
     keeper = LeaseKeeper(ctx)
     keeper.start()
     try:
-        return _run_and_finish(ctx=ctx, actor=actor, work_type=claimed.work_type, payload=claimed.payload)
+        return _run_and_finish(
+            ctx=ctx, actor=actor, work_type=claimed.work_type, payload=claimed.payload, queue=claimed.queue
+        )
     finally:
         keeper.stop()
 
 
-def _run_and_finish(*, ctx: HandlerContext, actor: str, work_type: str, payload: dict) -> str:
+def _run_and_finish(*, ctx: HandlerContext, actor: str, work_type: str, payload: dict, queue: str) -> str:
     ids = {"work_item_id": ctx.work_item_id, "attempt": ctx.attempt}
     late_outcome = "failed"
     try:
@@ -240,7 +242,7 @@ def _run_and_finish(*, ctx: HandlerContext, actor: str, work_type: str, payload:
             )
         else:
             late_outcome = "succeeded"
-            won = scheduling.work_item_succeed(**ids, actor=actor, result=result)
+            won = scheduling.work_item_succeed(**ids, actor=actor, result=result, queue=queue)
             status = WorkItemStatus.SUCCEEDED if won else None
     if status is None:
         scheduling.work_item_finish_rejected(**ids, actor=actor, late_outcome=late_outcome)

@@ -13,7 +13,13 @@ import socket
 import threading
 import time
 
-from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    worker_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 logger = logging.getLogger("shepherd.agent")
 _heartbeat: _HeartbeatThread | None = None
@@ -152,3 +158,11 @@ def _offline(sender=None, **kwargs) -> None:
         agent_mark_offline(agent_id=agent_id)
     except Exception:
         logger.warning("could not mark agent offline", exc_info=True)
+
+
+@worker_process_shutdown.connect
+def _publisher_flush(**kwargs) -> None:
+    """A pool process about to exit sends the refill messages its publisher still holds."""
+    from scheduling.services.release import publisher_flush
+
+    publisher_flush()

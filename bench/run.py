@@ -331,18 +331,27 @@ def _bulk_rows(total: int, status: str = "succeeded") -> None:
 def _wait_finished(first_id: int, timeout: float = 3600) -> None:
     """Poll until none of the run's items is unfinished, then check they all succeeded.
 
-    The poll is an EXISTS over the live states (it stops at the first live row, through
-    the queue/status index), not a COUNT of succeeded rows: that count visited every
-    finished row 20 times a second, costing PostgreSQL CPU the bare side's Redis GET
-    does not, on the same two cores."""
-    from scheduling.models import WorkItem
+    The poll is one EXISTS per live state, each an index probe (the release index
+    for pending, the partial indexes of the others) that stops at the first live row.
+    Not a COUNT of succeeded rows, which visited every finished row 20 times a
+    second; and not one EXISTS over `status IN (...) AND id >= first`, which the
+    planner ran as a walk of the primary key from `first` past every finished item
+    (measured: 0.8 ms of CPU per item, taken from the agents on the same two cores
+    while the bare side polls with a Redis GET)."""
+    from django.db import connection
 
-    live = ["pending", "queued", "running", "retry_wait"]
+    statuses = ["pending", "queued", "running", "retry_wait"]
+    probe = "EXISTS (SELECT 1 FROM scheduling_workitem WHERE queue = 'default' AND status = %s AND id >= %s)"
+    live = "SELECT " + " OR ".join([probe] * len(statuses))
     deadline = time.monotonic() + timeout
-    while WorkItem.objects.filter(queue="default", status__in=live, pk__gte=first_id).exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError("items did not finish in time")
-        time.sleep(0.05)
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(live, [value for status in statuses for value in (status, first_id)])
+            if not cursor.fetchone()[0]:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("items did not finish in time")
+            time.sleep(0.05)
 
 
 def _check_succeeded(first_id: int, count: int) -> None:

@@ -126,6 +126,13 @@ def database_from_url(url: str) -> dict:
     else:
         config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 600)
         config["CONN_HEALTH_CHECKS"] = True
+        # Django turns psycopg's prepared statements off (prepare_threshold None), and
+        # then psycopg ignores even an explicit prepare=True, so the transitions'
+        # statements (statements._pg_prepared_fetchall) were parsed and planned on
+        # every execution (measured: 2,004 parses for 1,000 items). A threshold no
+        # query reaches keeps the ORM's statements unprepared, as Django intends, and
+        # lets the ones that ask be prepared once per connection.
+        config["OPTIONS"] = {**config.get("OPTIONS", {}), "prepare_threshold": 2**31 - 1}
     return config
 
 

@@ -29,7 +29,15 @@ from scheduling.models import (
     transition_allowed,
 )
 from scheduling.services import statements
-from scheduling.services.release import release_after_finish_due, work_items_release
+from scheduling.services.release import (
+    SCHEDULER,
+    Dispatch,
+    limited_types,
+    publish_soon,
+    queue_window,
+    release_after_finish_due,
+    work_items_release,
+)
 
 logger = logging.getLogger("scheduling.services")
 S = WorkItemStatus
@@ -48,7 +56,8 @@ def _transition(
     sets: statements.Statement | None = None,
     returning: tuple[str, ...] = (),
     close_attempt: tuple[str, str] | None = None,
-    steps: tuple[statements.Statement, ...] = (),
+    steps: tuple[statements.Statement | statements.NamedStep, ...] = (),
+    selected: tuple[str, ...] = (),
 ) -> dict[str, Any] | None:
     """Move one item to `to_status` with a conditional UPDATE.
 
@@ -62,7 +71,8 @@ def _transition(
     caller names one from-status and the attempt (claim, finish), that is the fence
     and nothing is read first; otherwise the row is read to learn which from-state
     to fence on. The event, `close_attempt` (outcome, error: closes the running
-    Attempt when the item was running) and `steps` are written with the UPDATE.
+    Attempt when the item was running) and `steps` are written with the UPDATE;
+    `selected` adds expressions over named steps to the returned row (PostgreSQL).
     """
     candidates = [s for s in (from_statuses or statuses_from(to_status)) if transition_allowed(s, to_status)]
     known = len(candidates) == 1 and attempt is not None
@@ -91,9 +101,10 @@ def _transition(
             ),
             returning=("id", "attempt", *returning),
             steps=follow,
+            selected=selected,
         )
         if moved:
-            names = [statements.alias(column) for column in returning]
+            names = [statements.alias(column) for column in (*returning, *selected)]
             return {**row, **dict(zip(names, moved[0][2:], strict=True))}
         if attempt is not None:
             return None
@@ -146,6 +157,7 @@ def _claim_sets(*, agent_id: int) -> statements.Statement:
 class ClaimedItem(NamedTuple):
     work_type: str
     payload: Any
+    queue: str
 
 
 def work_item_claim(
@@ -163,13 +175,14 @@ def work_item_claim(
         actor=f"agent:{agent_name}",
         reason="claimed",
         sets=_claim_sets(agent_id=agent_id),
-        returning=("work_type_id", "payload"),
+        returning=("work_type_id", "payload", "queue"),
         steps=(statements.attempt_open_step(agent_id=agent_id, task_id=task_id, worker_pid=worker_pid),),
+        selected=(statements.ASYNC_COMMIT,) if connection.vendor == "postgresql" else (),
     )
     if row is None:
         return None
     payload = WorkItem._meta.get_field("payload").from_db_value(row["payload"], None, connection)
-    return ClaimedItem(work_type=row["work_type_id"], payload=payload)
+    return ClaimedItem(work_type=row["work_type_id"], payload=payload, queue=row["queue"])
 
 
 def work_item_lease_renew(*, work_item_id: int, attempt: int) -> bool:
@@ -203,11 +216,16 @@ def work_item_charge(*, work_item_id: int, attempt: int, amount: float) -> bool:
     return bool(won)
 
 
-def work_item_succeed(*, work_item_id: int, attempt: int, actor: str, result: Any) -> bool:
+def work_item_succeed(*, work_item_id: int, attempt: int, actor: str, result: Any, queue: str = "") -> bool:
     """running -> succeeded for this attempt only; a superseded attempt's finish loses.
     The item, its event and its Attempt are written together (one statement on
-    PostgreSQL), which also counts the queue's window; the window is refilled once
-    half of it is free."""
+    PostgreSQL), which also counts the queue's window.
+
+    Given the item's `queue` (the agent has it from the claim), the same statement
+    on PostgreSQL also releases the queue's next item into the slot this one frees
+    (statements.refill_steps), and its message is published here. Whatever that
+    cannot refill, the counted release does once half the window is free."""
+    refill = bool(queue) and connection.vendor == "postgresql" and not limited_types()
     row = _transition(
         work_item_id=work_item_id,
         to_status=S.SUCCEEDED,
@@ -222,11 +240,20 @@ def work_item_succeed(*, work_item_id: int, attempt: int, actor: str, result: An
         ),
         returning=("queue", "request_id", "work_type_id", statements.IN_FLIGHT_OTHERS),
         close_attempt=(AttemptOutcome.SUCCEEDED, ""),
+        steps=tuple(statements.refill_steps(queue=queue, window=queue_window(queue), actor=SCHEDULER))
+        if refill
+        else (),
+        selected=statements.REFILL_SELECTED if refill else (),
     )
     if row is None:
         return False
     _dependants_after_commit(row, work_item_id)
-    if release_after_finish_due(queue=row["queue"], in_flight=row["in_flight"], work_type=row["work_type_id"]):
+    in_flight = row["in_flight"]
+    if row.get("refill_id") is not None:
+        in_flight += 1
+        message = Dispatch(row["refill_id"], row["refill_attempt"], row["refill_budget_seconds"])
+        transaction.on_commit(lambda: publish_soon(queue=row["queue"], message=message))
+    if release_after_finish_due(queue=row["queue"], in_flight=in_flight, work_type=row["work_type_id"]):
         transaction.on_commit(lambda: work_items_release(queues=[row["queue"]], retries_due=False))
     return True
 

@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.utils import timezone
 
 from agents.models import Agent
@@ -255,3 +256,73 @@ def test_release_writes_one_event_per_item_and_advances_the_fair_clock():
 
     released = WorkItem.objects.filter(status="queued").values_list("fair_seq", flat=True)
     assert Queue.objects.get(name="default").virtual_clock == max(released)
+
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the refill is part of PostgreSQL's one-statement finish"
+)
+
+
+def _in_flight() -> set[int]:
+    return set(WorkItem.objects.filter(status__in=["queued", "running"]).values_list("id", flat=True))
+
+
+def _finish(pk: int, agent: Agent) -> None:
+    item = WorkItem.objects.get(pk=pk)
+    claimed = services.work_item_claim(
+        work_item_id=pk,
+        attempt=item.attempt,
+        agent_id=agent.pk,
+        agent_name=agent.name,
+        worker_pid=99999,
+        task_id=item.celery_task_id,
+    )
+    assert claimed is not None and claimed.queue == "default"
+    assert services.work_item_succeed(
+        work_item_id=pk, attempt=item.attempt, actor="test", result=None, queue=claimed.queue
+    )
+
+
+@postgres_only
+def test_a_finish_releases_the_next_item_in_order_into_the_slot_it_frees():
+    agent = agent_create()  # capacity 2 -> window 4
+    ids = []
+    for n in range(8):
+        ids += submit(priority=(n * 3) % 10)
+    priority = dict(WorkItem.objects.values_list("id", "priority"))
+    order = sorted(ids, key=lambda pk: (-priority[pk], pk))
+    services.work_items_release()
+    assert _in_flight() == set(order[:4])
+    # Each finish moves exactly the next item in release order to queued, with its
+    # event, in the finishing statement: the window stays at 4.
+    for done, pk in enumerate(order[:3]):
+        _finish(pk, agent)
+        expected_next = order[4 + done]
+        assert _in_flight() == set(order[done + 1 : 5 + done])
+        assert WorkItemEvent.objects.filter(
+            work_item_id=expected_next, to_status="queued", actor="scheduler", reason="released into queue default"
+        ).exists()
+        assert WorkItem.objects.get(pk=expected_next).attempt == 1
+    from scheduling.models import Queue
+
+    assert Queue.objects.get(name="default").virtual_clock >= WorkItem.objects.get(pk=order[6]).fair_seq
+
+
+@postgres_only
+@pytest.mark.parametrize("hold", ["queue_paused", "type_limited", "window_shrunk", "capability_item_ahead"])
+def test_a_finish_does_not_refill_what_only_the_counted_release_may_release(hold, settings):
+    agent = agent_create()
+    ids = submit(6)
+    services.work_items_release()
+    assert _in_flight() == set(ids[:4])
+    if hold == "queue_paused":
+        services.queue_pause(name="default")
+    elif hold == "type_limited":  # a concurrency limit anywhere: the general release decides
+        WorkType.objects.filter(name="demo.sleep").update(max_concurrency=10)
+    elif hold == "window_shrunk":
+        settings.SHEPHERD_QUEUE_WINDOW_PER_PROCESS = 1  # window 2, and 3 others are in flight
+    else:
+        submit(work_type="demo.noop", requirements="gpu", priority=9)
+    _finish(ids[0], agent)
+    assert _in_flight() == set(ids[1:4])
+    assert WorkItem.objects.get(pk=ids[4]).status == "pending"
