@@ -148,6 +148,9 @@ def _drain(sig=None, how=None, exitcode=None, **kwargs) -> None:
 @worker_shutdown.connect
 def _offline(sender=None, **kwargs) -> None:
     from agents.services import agent_mark_offline
+    from scheduling.services.release import publisher_flush
+
+    publisher_flush()  # the solo and threads pools run tasks, and so refills, in this process
 
     agent_id = _agent_id()
     if agent_id is None:
@@ -162,7 +165,8 @@ def _offline(sender=None, **kwargs) -> None:
 
 @worker_process_shutdown.connect
 def _publisher_flush(**kwargs) -> None:
-    """A pool process about to exit sends the refill messages its publisher still holds."""
+    """A pool process about to exit sends the refill messages its publisher still holds.
+    One killed (SIGKILL, hard time limit) loses them; the dispatch monitor republishes."""
     from scheduling.services.release import publisher_flush
 
     publisher_flush()

@@ -498,8 +498,10 @@ def work_item_redispatch(*, work_item_id: int, attempt: int, actor: str, reason:
 
 def queue_pause(*, name: str, paused: bool = True) -> bool:
     """Pause (or resume) a queue: its pending items stay in the database and nothing
-    more of it is released; items already in the broker run. Returns whether this
-    call changed it."""
+    more of it is released; items already in the broker run. A finish already under
+    way when the pause commits may still release the one item that replaces it (the
+    refill reads the flag without the queue's lock). Returns whether this call
+    changed it."""
     if name not in routing.work_queue_names():
         raise NotFound(f"unknown queue {name!r} (known: {', '.join(routing.work_queue_names())})")
     Queue.objects.get_or_create(name=name)

@@ -204,12 +204,13 @@ def release_ids_update(ids: Sequence[int]) -> Statement:
     """pending -> queued for these items (picked under the queue's release lock);
     one that is no longer pending is left alone."""
     now = sql_now()
+    sets = f"UPDATE {ITEMS} SET status = %s, attempt = attempt + 1, dispatched_at = {now}, updated_at = {now} "
+    if connection.vendor == "postgresql":
+        # One array parameter: one prepared statement whatever the number of ids
+        # (an IN list would prepare a new statement per length).
+        return f"{sets}WHERE id = ANY(%s) AND status = %s", [S.QUEUED, list(ids), S.PENDING]
     marks = ", ".join(["%s"] * len(ids))
-    return (
-        f"UPDATE {ITEMS} SET status = %s, attempt = attempt + 1, dispatched_at = {now}, updated_at = {now} "
-        f"WHERE id IN ({marks}) AND status = %s",
-        [S.QUEUED, *ids, S.PENDING],
-    )
+    return f"{sets}WHERE id IN ({marks}) AND status = %s", [S.QUEUED, *ids, S.PENDING]
 
 
 def queue_lock_select(*, queue: str) -> Statement:
@@ -276,17 +277,6 @@ class NamedStep(NamedTuple):
     params: Sequence[Any]
 
 
-# Selected with a transition whose loss in a database crash is harmless, it makes that
-# statement's commit not wait for its WAL flush (SET LOCAL synchronous_commit, inside
-# the statement so it costs no round trip). The database stays consistent: a crash
-# loses at most the last few hundred milliseconds of such commits, in order, and any
-# later synchronous commit (a succeed) flushes them first. A lost claim leaves its
-# item queued at the same attempt: the agent's finish is then rejected by the fence
-# and the dispatch monitor publishes the attempt again, so the item runs again (at
-# least once) and is completed once. Measured: 0.5 -> 0.28 ms per commit here.
-ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true) AS async_commit"
-
-
 # What a refill returns to the final SELECT: the released item's message (or NULLs).
 REFILL_SELECTED = (
     "(SELECT id FROM refill) AS refill_id",
@@ -307,8 +297,9 @@ def refill_steps(*, queue: str, window: int, actor: str) -> list[NamedStep | Sta
     limited or paused type, queue not paused, no item needing capabilities pending
     ahead of it), in release order, skipping rows another transition holds. Anything
     else is left to the counted release (release._queue_release). The queue's
-    fair-share clock advances unless another release holds its row, which then
-    advances it itself."""
+    fair-share clock advances unless another release holds its row at that moment;
+    then it lags by that refill's turn until the next release advances it, so a
+    submitter arriving meanwhile starts at most that many turns early."""
     where, params = _releasable(queue)
     now = sql_now()
     picked = (

@@ -177,7 +177,6 @@ def work_item_claim(
         sets=_claim_sets(agent_id=agent_id),
         returning=("work_type_id", "payload", "queue"),
         steps=(statements.attempt_open_step(agent_id=agent_id, task_id=task_id, worker_pid=worker_pid),),
-        selected=(statements.ASYNC_COMMIT,) if connection.vendor == "postgresql" else (),
     )
     if row is None:
         return None
