@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -11,6 +10,7 @@ from django.conf import settings
 from django.db import connection
 
 from project.exceptions import Cancelled
+from project.threads import PerProcessThread
 from scheduling import services as scheduling
 
 
@@ -78,27 +78,14 @@ class LeaseKeeper:
         _LeaseRenewer.for_this_process().unwatch(self.ctx)
 
 
-class _LeaseRenewer(threading.Thread):
+class _LeaseRenewer(PerProcessThread):
     """The per-process thread behind LeaseKeeper: renews every watched attempt each
     WORK_ITEM_LEASE_RENEW_SECONDS from when it started."""
 
-    _instance: _LeaseRenewer | None = None
-    _instance_lock = threading.Lock()
-
     def __init__(self) -> None:
-        super().__init__(name="lease-renewer", daemon=True)
-        self.pid = os.getpid()
+        super().__init__(name="lease-renewer")
         self._due: dict[HandlerContext, float] = {}
         self._changed = threading.Condition()
-
-    @classmethod
-    def for_this_process(cls) -> _LeaseRenewer:
-        # A forked pool process inherits the object but not the thread: start its own.
-        with cls._instance_lock:
-            if cls._instance is None or cls._instance.pid != os.getpid():
-                cls._instance = cls()
-                cls._instance.start()
-            return cls._instance
 
     def watch(self, ctx: HandlerContext) -> None:
         # No notify: the thread never sleeps longer than one renewal interval, so it

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import queue as queue_module
 import threading
 import time
@@ -22,6 +21,7 @@ from django.db.models.functions import Now
 from agents.models import Agent, AgentStatus
 from agents.selectors import agents_capacity_by_queue
 from project.exceptions import NotFound
+from project.threads import PerProcessThread
 from scheduling import routing
 from scheduling.capabilities import capabilities_satisfy
 from scheduling.models import (
@@ -404,7 +404,7 @@ def publish(*, queue: str, messages: list[Dispatch]) -> None:
         logger.exception("publishing %d message(s) to %s failed; the dispatch monitor will retry", len(messages), queue)
 
 
-class _Publisher(threading.Thread):
+class _Publisher(PerProcessThread):
     """Publishes an agent's refill messages off its task's critical path.
 
     A finish releases the queue's next item in its own statement; publishing that
@@ -415,22 +415,9 @@ class _Publisher(threading.Thread):
     thread never sends (the process killed) leaves its item queued, and the
     supervisor's dispatch monitor publishes it again, as after any failed publish."""
 
-    _instance: _Publisher | None = None
-    _instance_lock = threading.Lock()
-
     def __init__(self) -> None:
-        super().__init__(name="shepherd-publisher", daemon=True)
-        self.pid = os.getpid()
+        super().__init__(name="shepherd-publisher")
         self.pending: queue_module.Queue[tuple[str, Dispatch]] = queue_module.Queue()
-
-    @classmethod
-    def for_this_process(cls) -> _Publisher:
-        # A forked pool process inherits the object but not the thread: start its own.
-        with cls._instance_lock:
-            if cls._instance is None or cls._instance.pid != os.getpid():
-                cls._instance = cls()
-                cls._instance.start()
-            return cls._instance
 
     def run(self) -> None:
         while True:
@@ -457,8 +444,8 @@ def publish_soon(*, queue: str, message: Dispatch) -> None:
 def publisher_flush(timeout: float = 5.0) -> None:
     """Wait (up to `timeout`) until this process's publisher has sent what it holds:
     a pool process calls this before it exits, so a clean shutdown loses nothing."""
-    publisher = _Publisher._instance
-    if publisher is None or publisher.pid != os.getpid():
+    publisher = _Publisher.running_here()
+    if publisher is None:
         return
     done = threading.Event()
     threading.Thread(target=lambda: (publisher.pending.join(), done.set()), daemon=True).start()
