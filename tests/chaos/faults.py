@@ -3,8 +3,8 @@
 - ServerProcess: a broker process this test session started itself (the embedded
   backend's valkey, or a throwaway redis-server on a free port).
 - VhostOutage: RabbitMQ is shared with other checkouts, so it is never stopped:
-  the test's own vhost loses its permissions and its connections are closed, so
-  no client of that vhost can reach the broker until they are given back.
+  the test's own vhost refuses new connections and its open ones are closed, so
+  no client of that vhost can reach the broker until the limit is lifted.
 - ThrowawayPostgres: a private cluster (Debian's initdb/pg_ctl) in a temporary
   directory on a free port; the shared cluster is never restarted.
 """
@@ -85,7 +85,13 @@ def throwaway_redis(tmp_path: Path) -> tuple[ServerProcess, str]:
 
 
 class VhostOutage:
-    """Cut one RabbitMQ vhost off: no permissions, every connection closed."""
+    """Cut one RabbitMQ vhost off, as a stopped broker would: new connections refused
+    (a connection limit of 0), every open connection closed.
+
+    Not by clearing the user's permissions first: in the second between that and the
+    close, an open connection's publish failed with ACCESS_REFUSED, a channel error no
+    real outage produces, and Celery's consumer treats it as unrecoverable (a worker
+    exited on its heartbeat event to `celeryev`)."""
 
     def __init__(self, vhost: str, user: str = "guest") -> None:
         self.vhost, self.user = vhost, user
@@ -95,11 +101,12 @@ class VhostOutage:
         assert result.returncode == 0, f"rabbitmqctl {' '.join(args)}: {result.stderr or result.stdout}"
 
     def stop(self) -> None:
-        self._ctl("clear_permissions", "-p", self.vhost, self.user)
+        self._ctl("set_vhost_limits", "-p", self.vhost, '{"max-connections": 0}')
         self._ctl("close_all_connections", "-p", self.vhost, "shepherd chaos test: broker outage")
 
     def start(self) -> None:
-        self._ctl("set_permissions", "-p", self.vhost, self.user, ".*", ".*", ".*")
+        # -1 is no limit; unlike clear_vhost_limits it may be repeated (the fixture's teardown).
+        self._ctl("set_vhost_limits", "-p", self.vhost, '{"max-connections": -1}')
 
 
 class ThrowawayPostgres:

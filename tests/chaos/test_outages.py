@@ -38,7 +38,7 @@ def broker_outage(embedded_broker, broker_url, tmp_path):
     else:
         outage = VhostOutage(urlparse(broker_url).path.lstrip("/"))
         yield outage, {}
-        outage.start()  # permissions back, whatever happened
+        outage.start()  # connections allowed again, whatever happened
 
 
 def _run_load(platform, *, size: int, prefix: str):
