@@ -1,5 +1,12 @@
 """Bare Celery for comparison: the same broker, pool, concurrency, prefetch, acks and
-task events as Shepherd's agents, and a no-op task that only counts itself (one Redis INCR)."""
+task events as Shepherd's agents, and two tasks:
+
+- `bare.noop` only counts itself (one Redis INCR);
+- `bare.update` also marks its own row done with one UPDATE on PostgreSQL, committed
+  (synchronous_commit as the server has it), on a connection each pool process keeps
+  open, as a Django task with persistent connections would. It is the floor for any
+  platform that records each task's end durably in a database: Shepherd writes twice
+  per item (the claim and the finish)."""
 
 import os
 
@@ -22,11 +29,27 @@ app.conf.update(
     task_send_sent_event=os.environ.get("CELERY_TASK_SEND_SENT_EVENT", "").lower() in {"1", "true", "yes", "on"},
 )
 _counter: redis.Redis | None = None
+_database = None
 
 
-@app.task(name="bare.noop")
-def noop(run: str) -> None:
+def _count(run: str) -> None:
     global _counter
     if _counter is None:
         _counter = redis.Redis.from_url(os.environ["BENCH_COUNTER_URL"])
     _counter.incr(f"bench:{run}")
+
+
+@app.task(name="bare.noop")
+def noop(run: str) -> None:
+    _count(run)
+
+
+@app.task(name="bare.update")
+def update(run: str, row_id: int) -> None:
+    global _database
+    if _database is None:
+        import psycopg
+
+        _database = psycopg.connect(os.environ["BENCH_DATABASE_URL"], autocommit=True)
+    _database.execute("UPDATE bench_floor SET done = true WHERE id = %s", [row_id], prepare=True)
+    _count(run)

@@ -2,9 +2,9 @@
 
 Starts the real processes it needs (celery workers, the supervisor loop) against
 PostgreSQL, Redis and RabbitMQ, runs B1-B6, prints a table and writes
-bench/results/latest.json. Comparisons alternate the two sides round by round on
-the same broker, pool (prefork), concurrency (2) and prefetch (1), and report the
-median of the rounds with min-max. `--quick` is the small smoke run CI uses.
+bench/results/latest.json. Comparisons run their sides in an order that rotates
+round by round, on the same broker, pool (prefork), concurrency (2) and prefetch
+(1), and report the median of the rounds with min-max. `--quick` is the small smoke run CI uses.
 
 It uses its own database (shepherd_bench), Redis DBs 13-14 and RabbitMQ vhost
 shepherd_bench, and never touches anything else.
@@ -51,6 +51,7 @@ def env_for(broker_url: str, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         "DATABASE_URL": PG_URL,
+        "BENCH_DATABASE_URL": PG_URL,
         "CELERY_BROKER_URL": broker_url,
         "BENCH_BROKER_URL": broker_url,
         "BENCH_COUNTER_URL": COUNTER_URL,
@@ -170,6 +171,8 @@ def prepare() -> None:
         name = PG_URL.rsplit("/", 1)[1]
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id bigint PRIMARY KEY, done boolean NOT NULL)")
     vhost = BROKERS["rabbitmq"].rsplit("/", 1)[1]
     for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
         subprocess.run(["rabbitmqctl", "-q", *command], capture_output=True, timeout=60)
@@ -183,8 +186,8 @@ def reset(broker_url: str | None = None) -> None:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE scheduling_workitemevent, scheduling_attempt, supervision_intervention, "
-            "supervision_supervisorrun, supervision_supervisorlease, scheduling_workitem, agents_agent "
-            "RESTART IDENTITY CASCADE"
+            "supervision_supervisorrun, supervision_supervisorlease, scheduling_workitem, agents_agent, "
+            "bench_floor RESTART IDENTITY CASCADE"
         )
     if broker_url is None:
         return
@@ -210,7 +213,11 @@ def summary(values: list[float]) -> dict:
 # Benchmarks (orchestrator side)
 # ---------------------------------------------------------------------------
 def b1_throughput(items: int, rounds: int) -> dict:
+    """Three sides per round, their order rotating round by round: bare Celery
+    no-ops, bare Celery tasks that each commit one UPDATE (the floor for recording
+    every task durably), and Shepherd items."""
     out = {}
+    sides = ("bare", "bare_update", "shepherd")
     for broker, url in BROKERS.items():
         reset(url)
         env = env_for(url)
@@ -219,17 +226,22 @@ def b1_throughput(items: int, rounds: int) -> dict:
         try:
             shepherd.wait_ready()
             bare.wait_ready()
-            rates = {"bare": [], "shepherd": []}
+            rates: dict[str, list[float]] = {side: [] for side in sides}
             for round_ in range(rounds):
-                order = ("bare", "shepherd") if round_ % 2 == 0 else ("shepherd", "bare")
-                for side in order:
+                for side in sides[round_ % 3 :] + sides[: round_ % 3]:
                     seconds = child(f"b1_{side}", env, str(items))["seconds"]
                     rates[side].append(items / seconds)
         finally:
             shepherd.stop()
             bare.stop()
-        bare_s, shep_s = summary(rates["bare"]), summary(rates["shepherd"])
-        out[broker] = {"bare_items_s": bare_s, "shepherd_items_s": shep_s, "ratio": shep_s["median"] / bare_s["median"]}
+        bare_s, floor_s, shep_s = (summary(rates[side]) for side in sides)
+        out[broker] = {
+            "bare_items_s": bare_s,
+            "bare_update_items_s": floor_s,
+            "shepherd_items_s": shep_s,
+            "ratio": shep_s["median"] / bare_s["median"],
+            "floor_ratio": floor_s["median"] / bare_s["median"],
+        }
     return out
 
 
@@ -375,23 +387,49 @@ def child_b1_shepherd(items: str) -> dict:
     return {"seconds": seconds}
 
 
-def child_b1_bare(items: str) -> dict:
+def _bare_drain(n: int, send) -> float:
+    """Publish n bare tasks with `send(producer, run, i)` and wait until all ran (Redis counter)."""
     import uuid
 
     import redis
 
-    from bench.bare_app import app, noop
+    from bench.bare_app import app
 
-    n, run = int(items), uuid.uuid4().hex
+    run = uuid.uuid4().hex
     counter = redis.Redis.from_url(COUNTER_URL)
     started = time.perf_counter()
     with app.producer_or_acquire() as producer:
-        for _ in range(n):
-            noop.apply_async(args=[run], producer=producer)
+        for i in range(n):
+            send(producer, run, i)
     while int(counter.get(f"bench:{run}") or 0) < n:
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     counter.delete(f"bench:{run}")
+    return seconds
+
+
+def child_b1_bare(items: str) -> dict:
+    from bench.bare_app import noop
+
+    seconds = _bare_drain(int(items), lambda producer, run, i: noop.apply_async(args=[run], producer=producer))
+    return {"seconds": seconds}
+
+
+def child_b1_bare_update(items: str) -> dict:
+    import psycopg
+
+    from bench.bare_app import update
+
+    n = int(items)
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM bench_floor").fetchone()[0]
+        # Cast: psycopg sends small ints as int2, and generate_series has no int2 form.
+        insert = "INSERT INTO bench_floor (id, done) SELECT g, false FROM generate_series(%s::bigint, %s::bigint) g"
+        conn.execute(insert, [first, first + n - 1])
+        seconds = _bare_drain(n, lambda producer, run, i: update.apply_async(args=[run, first + i], producer=producer))
+        done = conn.execute("SELECT COUNT(*) FROM bench_floor WHERE id >= %s AND done", [first]).fetchone()[0]
+    if done != n:
+        raise RuntimeError(f"{done} of {n} bare.update rows were marked done")
     return {"seconds": seconds}
 
 
@@ -579,6 +617,11 @@ def report(results: dict) -> str:
                 f"{fmt(r['shepherd_items_s']) + ' / ' + fmt(r['bare_items_s']) + ' items/s':<42} "
                 f"ratio {r['ratio']:.2f} (>= 0.6)"
             )
+            if "bare_update_items_s" in r:
+                lines.append(
+                    f"{'B1':<5} {'  floor: bare task + one committed UPDATE, ' + broker:<52} "
+                    f"{fmt(r['bare_update_items_s']) + ' items/s':<42} ratio {r['floor_ratio']:.2f}"
+                )
     if "B2" in results:
         r = results["B2"]
         lines.append(
