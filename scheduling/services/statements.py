@@ -158,12 +158,18 @@ def _releasable(queue: str) -> Statement:
     )
 
 
+def _release_sets() -> str:
+    """The UPDATE every release path starts with: pending -> queued (the first
+    parameter) as the item's next attempt, dispatched now."""
+    now = sql_now()
+    return f"UPDATE {ITEMS} SET status = %s, attempt = attempt + 1, dispatched_at = {now}, updated_at = {now} "
+
+
 def release_update(*, queue: str, window: int) -> Statement:
     """pending -> queued for the next items of `queue` that need no capabilities, as
     many as its window has room for (window minus queued and running), in release
     order, skipping rows a concurrent transition holds (PostgreSQL), each with its
     next attempt number. The caller holds the queue's release lock."""
-    now = sql_now()
     where, params = _releasable(queue)
     picked = (
         f"SELECT w.id FROM {ITEMS} w WHERE {where} AND w.requirements = '' {_release_order_sql()} "
@@ -181,11 +187,7 @@ def release_update(*, queue: str, window: int) -> Statement:
     # Matching by id alone also keeps the planner on the primary key when its
     # statistics lag a large submission (a stale estimate chose a scan of every
     # pending row: 7.6 ms instead of 0.1 ms per release).
-    return (
-        f"UPDATE {ITEMS} SET status = %s, attempt = attempt + 1, dispatched_at = {now}, updated_at = {now} "
-        f"WHERE {where_moved}",
-        [S.QUEUED, *params, window, queue, queue],
-    )
+    return f"{_release_sets()}WHERE {where_moved}", [S.QUEUED, *params, window, queue, queue]
 
 
 def release_candidates(*, queue: str, extra: str, limit: int) -> Statement:
@@ -203,8 +205,7 @@ def release_candidates(*, queue: str, extra: str, limit: int) -> Statement:
 def release_ids_update(ids: Sequence[int]) -> Statement:
     """pending -> queued for these items (picked under the queue's release lock);
     one that is no longer pending is left alone."""
-    now = sql_now()
-    sets = f"UPDATE {ITEMS} SET status = %s, attempt = attempt + 1, dispatched_at = {now}, updated_at = {now} "
+    sets = _release_sets()
     if connection.vendor == "postgresql":
         # One array parameter: one prepared statement whatever the number of ids
         # (an IN list would prepare a new statement per length).
@@ -301,7 +302,6 @@ def refill_steps(*, queue: str, window: int, actor: str) -> list[NamedStep | Sta
     then it lags by that refill's turn until the next release advances it, so a
     submitter arriving meanwhile starts at most that many turns early."""
     where, params = _releasable(queue)
-    now = sql_now()
     picked = (
         f"SELECT w.id FROM {ITEMS} w WHERE {where} AND w.requirements = '' "
         f"AND w.work_type_id IN (SELECT t.name FROM {TYPES} t WHERE t.max_concurrency IS NULL "
@@ -318,8 +318,7 @@ def refill_steps(*, queue: str, window: int, actor: str) -> list[NamedStep | Sta
     )
     release = NamedStep(
         "refill",
-        f"UPDATE {ITEMS} SET status = %s, attempt = attempt + 1, dispatched_at = {now}, updated_at = {now} "
-        f"WHERE id = ANY(ARRAY({picked})) RETURNING {', '.join(RELEASE_RETURNING)}",
+        f"{_release_sets()}WHERE id = ANY(ARRAY({picked})) RETURNING {', '.join(RELEASE_RETURNING)}",
         [S.QUEUED, *params, window, queue, queue],
     )
     event = event_step(

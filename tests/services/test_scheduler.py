@@ -19,7 +19,7 @@ from project.dbclock import now_minus
 from project.exceptions import ValidationError
 from scheduling import services
 from scheduling.blocking import BlockingFacts, pending_reason_counts
-from scheduling.models import WorkItem, WorkItemEvent, WorkType
+from scheduling.models import Queue, WorkItem, WorkItemEvent, WorkType
 from scheduling.services.release import CapableAgents
 from supervision.models import Escalation, SupervisorLease
 from supervision.services import supervisor_tick
@@ -252,8 +252,6 @@ def test_release_writes_one_event_per_item_and_advances_the_fair_clock():
     ids = submit(3)
     services.work_items_release()
     assert WorkItemEvent.objects.filter(work_item_id__in=ids, to_status="queued").count() == 2
-    from scheduling.models import Queue
-
     released = WorkItem.objects.filter(status="queued").values_list("fair_seq", flat=True)
     assert Queue.objects.get(name="default").virtual_clock == max(released)
 
@@ -303,8 +301,6 @@ def test_a_finish_releases_the_next_item_in_order_into_the_slot_it_frees():
             work_item_id=expected_next, to_status="queued", actor="scheduler", reason="released into queue default"
         ).exists()
         assert WorkItem.objects.get(pk=expected_next).attempt == 1
-    from scheduling.models import Queue
-
     assert Queue.objects.get(name="default").virtual_clock >= WorkItem.objects.get(pk=order[6]).fair_seq
 
 

@@ -2,7 +2,6 @@
 a pool process about to exit waits until they have."""
 
 import threading
-import time
 
 from scheduling.services import release
 from scheduling.services.release import Dispatch
@@ -20,17 +19,15 @@ def test_publisher_sends_every_message_per_queue_in_order_and_flush_waits(monkey
     monkeypatch.setattr(release._Publisher, "_instance", None)
     for pk in range(1, 6):
         release.publish_soon(queue="default" if pk % 2 else "cpu", message=Dispatch(pk, 1))
-    started = time.monotonic()
     release.publisher_flush(timeout=5)
-    assert time.monotonic() - started < 5
+    # Each publish takes 0.2 s, so all five are in only if flush waited for them.
     by_queue: dict[str, list[int]] = {}
     for queue, ids in sent:
         by_queue.setdefault(queue, []).extend(ids)
     assert by_queue == {"default": [1, 3, 5], "cpu": [2, 4]}
 
 
-def test_flush_without_a_publisher_returns_at_once(monkeypatch):
+def test_flush_without_a_publisher_starts_none(monkeypatch):
     monkeypatch.setattr(release._Publisher, "_instance", None)
-    started = time.monotonic()
     release.publisher_flush(timeout=5)
-    assert time.monotonic() - started < 1
+    assert release._Publisher.running_here() is None
