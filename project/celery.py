@@ -4,6 +4,7 @@ import os
 
 from celery import Celery
 
+from project.kombu_fixes import redis_qos_tolerate_closed_channel
 from scheduling import routing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
@@ -16,6 +17,7 @@ app.conf.task_default_queue = "default"
 app.conf.task_default_exchange = "shepherd"
 app.conf.task_default_routing_key = "default"
 app.autodiscover_tasks()
+redis_qos_tolerate_closed_channel()
 
 # Worker lifecycle handlers must be connected before the worker sends worker_init.
 import agents.signals  # noqa: E402,F401
