@@ -10,6 +10,11 @@ from django.db.models.functions import Coalesce, Now
 
 
 def now_plus(seconds: float) -> ExpressionWrapper:
+    if not seconds:
+        # Now() itself: on SQLite `Now() + 0` comes back as text with microseconds
+        # ('...27.217000') while Now() has milliseconds ('...27.217'), and the two
+        # compare as text, so "due now" was not yet due within the same millisecond.
+        return ExpressionWrapper(Now(), output_field=DateTimeField())
     return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
 
 
