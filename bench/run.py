@@ -189,6 +189,9 @@ def reset(broker_url: str | None = None) -> None:
             "supervision_supervisorrun, supervision_supervisorlease, scheduling_workitem, agents_agent, "
             "bench_floor RESTART IDENTITY CASCADE"
         )
+        # A pause one benchmark's supervisor made (or an operator's) must not hold up the next.
+        conn.execute("UPDATE scheduling_worktype SET paused = false WHERE paused")
+        conn.execute("UPDATE scheduling_queue SET paused = false WHERE paused")
     if broker_url is None:
         return
     if broker_url.startswith("redis"):

@@ -375,11 +375,17 @@ def work_items_poison(*, lost_at_least: int) -> list[Finding]:
 
 
 def work_types_failing(*, window_seconds: float, min_attempts: int, threshold: float) -> list[Finding]:
-    """Unpaused work types whose attempts finished in the window failed at `threshold` or more."""
+    """Unpaused work types whose attempts finished in the window failed at `threshold` or more.
+
+    Attempts lost with their whole agent (now lost or offline) are left out: a dead
+    host says nothing about the work type, and counting them paused every type that
+    had twenty items on one agent when it died (found by bench B4). Attempts whose
+    pool process died under a live agent still count; so do poison items."""
     failed = [AttemptOutcome.FAILED, AttemptOutcome.LOST, AttemptOutcome.TIMED_OUT, AttemptOutcome.STALLED]
     rows = (
         Attempt.objects.filter(finished_at__gte=now_minus(window_seconds), work_item__work_type__paused=False)
         .exclude(outcome=AttemptOutcome.CANCELLED)
+        .exclude(outcome=AttemptOutcome.LOST, agent__status__in=[AgentStatus.LOST, AgentStatus.OFFLINE])
         .order_by()
         .values("work_item__work_type_id")
         .annotate(finished=Count("id"), failed=Count("id", filter=Q(outcome__in=failed)))

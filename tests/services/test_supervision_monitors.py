@@ -206,6 +206,40 @@ def test_failing_work_type_is_paused_and_escalated(settings):
     assert WorkItem.objects.get(pk=pending.pk).status == "pending"
 
 
+def test_an_agent_dying_with_many_items_does_not_pause_their_work_type(settings):
+    # Bench B4 found it: an agent killed while holding 50 items of one type lost 50
+    # attempts at once, and the failure-rate rule paused the type, so its retries
+    # never ran. A dead host says nothing about the work type.
+    settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS = 4
+    settings.SHEPHERD_FAILURE_RATE_THRESHOLD = 0.75
+    dying = agent_create("dying")
+    survivor = agent_create("survivor")
+    Agent.objects.filter(pk__in=[dying.pk, survivor.pk]).update(concurrency=5)  # window room for all five
+    items = [item_running(dying, "demo.sleep") for _ in range(5)]
+    Agent.objects.filter(pk=dying.pk).update(last_heartbeat_at=now_minus(settings.AGENT_DEAD_AFTER + 5))
+    tick()
+    tick()
+    assert Attempt.objects.filter(work_item__in=items, number=1, outcome="lost").count() == 5
+    assert not WorkType.objects.get(name="demo.sleep").paused
+    assert not Intervention.objects.filter(rule="failure_rate").exists()
+    assert set(WorkItem.objects.filter(pk__in=[i.pk for i in items]).values_list("status", "attempt")) == {
+        ("queued", 2)
+    }
+
+
+def test_pool_processes_dying_under_a_live_agent_still_count_as_failures(settings):
+    settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS = 4
+    settings.SHEPHERD_FAILURE_RATE_THRESHOLD = 0.75
+    agent = agent_create()
+    for _ in range(4):
+        item = item_running(agent, "demo.crash")
+        services.work_item_fail(
+            work_item_id=item.pk, attempt=1, actor="t", error="pool process died", outcome="lost", retry_delay=0
+        )
+    tick()
+    assert WorkType.objects.get(name="demo.crash").paused
+
+
 def test_agent_outside_its_capabilities_is_recorded_once():
     # The release routes items needing capabilities only to agents that have them;
     # this is the safety net for an item that got there anyway (here: the code's
