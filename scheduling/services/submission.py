@@ -212,12 +212,19 @@ def work_items_submit_ids(**options: Any) -> list[int]:
 def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[str], first_seq: int) -> list[int]:
     """PostgreSQL: one INSERT ... SELECT FROM unnest(payloads) for the whole batch.
     Items of one submission differ only in payload, and the ORM's per-field
-    preparation made bulk_create the bottleneck (about 9k items/s)."""
-    texts: dict[int, str] = {}
-    column = [texts.setdefault(id(p), json.dumps(p)) for p in payloads]
+    preparation made bulk_create the bottleneck (about 9k items/s). Without an
+    idempotency key no array of empty keys is sent: quoting 100,000 of them into
+    the query took 0.15 s of a B2 batch (measured)."""
+    texts: dict[int, str] = {}  # `--count N` repeats one payload object: dump it once
+    for payload in payloads:
+        if id(payload) not in texts:
+            texts[id(payload)] = json.dumps(payload)
+    column = [texts[id(p)] for p in payloads]
+    keyed = any(keys)
+    key, unnest_keys, key_name = ("key", ", %s::text[]", "key, ") if keyed else ("''", "", "")
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             INSERT INTO scheduling_workitem (
                 work_type_id, queue, priority, effective_priority, aging_due_at, urgent_at, requirements, fair_seq,
                 max_attempts, not_before, complete_by, submitted_by_id, payload,
@@ -225,11 +232,11 @@ def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[s
                 idempotency_key, status, blocked_reason, attempt, requeue_count, progress, progress_message,
                 cost_total, error, request_key, created_at, updated_at)
             SELECT %s, %s, %s, %s, %s, %s, %s, %s + n - 1, %s, %s, %s, %s, payload::jsonb, %s, %s, %s,
-                key, %s, '', 0, 0, 0, '', 0, '', '', now(), now()
-            FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS batch(payload, key, n)
+                {key}, %s, '', 0, 0, 0, '', 0, '', '', now(), now()
+            FROM unnest(%s::text[]{unnest_keys}) WITH ORDINALITY AS batch(payload, {key_name}n)
             ORDER BY n
             RETURNING id
-            """,
+            """,  # noqa: S608 (the f-string only picks between fixed fragments; values are parameters)
             [
                 shared["work_type_id"],
                 shared["queue"],
@@ -248,7 +255,7 @@ def _insert_unnest(*, shared: dict[str, Any], payloads: list[dict], keys: list[s
                 shared["budget_cost"],
                 S.PENDING,
                 column,
-                keys,
+                *([keys] if keyed else []),
             ],
         )
         return [row[0] for row in cursor.fetchall()]
