@@ -184,13 +184,22 @@ def test_poison_item_is_dead_lettered_with_attempts_left(settings):
     assert actions(item) == [("poison", "dead_letter")]
 
 
-def test_failing_work_type_is_paused_and_escalated(settings):
+@pytest.fixture
+def failure_rate_after_four(settings):
     settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS = 4
     settings.SHEPHERD_FAILURE_RATE_THRESHOLD = 0.75
-    agent = agent_create()
+    return settings
+
+
+def fail_four(agent, work_type, **how):
     for _ in range(4):
-        item = item_running(agent, "demo.fail")
-        services.work_item_fail(work_item_id=item.pk, attempt=1, actor="t", error="boom", retryable=False)
+        item = item_running(agent, work_type)
+        services.work_item_fail(work_item_id=item.pk, attempt=1, actor="t", **how)
+
+
+def test_failing_work_type_is_paused_and_escalated(failure_rate_after_four):
+    agent = agent_create()
+    fail_four(agent, "demo.fail", error="boom", retryable=False)
     ok = item_running(agent, "demo.sleep")
     services.work_item_succeed(work_item_id=ok.pk, attempt=1, actor="t", result=None)
     tick()
@@ -206,12 +215,11 @@ def test_failing_work_type_is_paused_and_escalated(settings):
     assert WorkItem.objects.get(pk=pending.pk).status == "pending"
 
 
-def test_an_agent_dying_with_many_items_does_not_pause_their_work_type(settings):
+def test_an_agent_dying_with_many_items_does_not_pause_their_work_type(failure_rate_after_four):
     # Bench B4 found it: an agent killed while holding 50 items of one type lost 50
     # attempts at once, and the failure-rate rule paused the type, so its retries
     # never ran. A dead host says nothing about the work type.
-    settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS = 4
-    settings.SHEPHERD_FAILURE_RATE_THRESHOLD = 0.75
+    settings = failure_rate_after_four
     dying = agent_create("dying")
     survivor = agent_create("survivor")
     Agent.objects.filter(pk__in=[dying.pk, survivor.pk]).update(concurrency=5)  # window room for all five
@@ -227,15 +235,8 @@ def test_an_agent_dying_with_many_items_does_not_pause_their_work_type(settings)
     }
 
 
-def test_pool_processes_dying_under_a_live_agent_still_count_as_failures(settings):
-    settings.SHEPHERD_FAILURE_RATE_MIN_ATTEMPTS = 4
-    settings.SHEPHERD_FAILURE_RATE_THRESHOLD = 0.75
-    agent = agent_create()
-    for _ in range(4):
-        item = item_running(agent, "demo.crash")
-        services.work_item_fail(
-            work_item_id=item.pk, attempt=1, actor="t", error="pool process died", outcome="lost", retry_delay=0
-        )
+def test_pool_processes_dying_under_a_live_agent_still_count_as_failures(failure_rate_after_four):
+    fail_four(agent_create(), "demo.crash", error="pool process died", outcome="lost", retry_delay=0)
     tick()
     assert WorkType.objects.get(name="demo.crash").paused
 
