@@ -14,6 +14,8 @@ class AgentStatus(models.TextChoices):
 
 
 LIVE_AGENT_STATUSES: frozenset[str] = frozenset({AgentStatus.ONLINE, AgentStatus.DRAINING})
+# Gone with whatever it held: declared lost, or stopped.
+GONE_AGENT_STATUSES: frozenset[str] = frozenset({AgentStatus.LOST, AgentStatus.OFFLINE})
 
 
 class Agent(models.Model):

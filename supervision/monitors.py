@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.db.models.functions import Now
 
-from agents.models import LIVE_AGENT_STATUSES, Agent, AgentStatus
+from agents.models import GONE_AGENT_STATUSES, LIVE_AGENT_STATUSES, Agent
 from agents.selectors import agents_capacity_by_queue
 from project.dbclock import age_of, age_of_first, db_now, now_minus
 from scheduling.capabilities import capabilities_missing
@@ -107,7 +107,7 @@ def agents_stale(*, older_than: float) -> list[Finding]:
 def work_items_orphaned() -> list[Finding]:
     """Running items whose agent is lost or went offline while holding them."""
     rows = WorkItem.objects.filter(
-        status=WorkItemStatus.RUNNING, agent__status__in=[AgentStatus.LOST, AgentStatus.OFFLINE]
+        status=WorkItemStatus.RUNNING, agent__status__in=GONE_AGENT_STATUSES
     ).values("id", "attempt", "agent_id", "agent__name", "agent__status")[:SCAN_LIMIT]
     return [
         Finding(
@@ -385,7 +385,7 @@ def work_types_failing(*, window_seconds: float, min_attempts: int, threshold: f
     rows = (
         Attempt.objects.filter(finished_at__gte=now_minus(window_seconds), work_item__work_type__paused=False)
         .exclude(outcome=AttemptOutcome.CANCELLED)
-        .exclude(outcome=AttemptOutcome.LOST, agent__status__in=[AgentStatus.LOST, AgentStatus.OFFLINE])
+        .exclude(outcome=AttemptOutcome.LOST, agent__status__in=GONE_AGENT_STATUSES)
         .order_by()
         .values("work_item__work_type_id")
         .annotate(finished=Count("id"), failed=Count("id", filter=Q(outcome__in=failed)))
