@@ -106,9 +106,9 @@ def agents_stale(*, older_than: float) -> list[Finding]:
 
 def work_items_orphaned() -> list[Finding]:
     """Running items whose agent is lost or went offline while holding them."""
-    rows = WorkItem.objects.filter(
-        status=WorkItemStatus.RUNNING, agent__status__in=GONE_AGENT_STATUSES
-    ).values("id", "attempt", "agent_id", "agent__name", "agent__status")[:SCAN_LIMIT]
+    rows = WorkItem.objects.filter(status=WorkItemStatus.RUNNING, agent__status__in=GONE_AGENT_STATUSES).values(
+        "id", "attempt", "agent_id", "agent__name", "agent__status"
+    )[:SCAN_LIMIT]
     return [
         Finding(
             monitor="health",
