@@ -14,6 +14,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from project.sqlite_fork import sqlite_memory_statistics_off
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SHEPHERD_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -111,6 +113,8 @@ TEMPLATES = [
 def database_from_url(url: str) -> dict:
     config = dj_database_url.parse(url)
     if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Before any connection opens: see project/sqlite_fork.py (forked pool children hung).
+        sqlite_memory_statistics_off()
         # Measured with a web view and a Celery task writing at once: default
         # SQLite failed 294 of 400 requests with "database is locked", WAL alone
         # 262, WAL + IMMEDIATE 0. IMMEDIATE takes the write lock at BEGIN, so a
